@@ -1,0 +1,5 @@
+import sys
+
+from qnemu.cli import main
+
+sys.exit(main())

@@ -1,0 +1,195 @@
+"""The state broker process: a StateStore behind one ZeroMQ ROUTER socket.
+
+Each `ops_request` is executed in order, atomically per operation, at the emulated
+time the request was sent (`sent_at`), with the sender as the owner of every qubit it
+touches. Operations are timed and counted per batch, so metrics cost little per op.
+"""
+
+import logging
+import time
+from collections import Counter as Tally
+from typing import Any
+
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram
+
+from qnemu.broker.store import StateStore, StoreError
+from qnemu.runtime import EmulatedClock, Origin, Service, ServiceAddress
+from qnemu.wire import Envelope
+from qnemu.wire.broker import (
+    AllocOp,
+    BellMeasureOp,
+    CreatePairOp,
+    FidelityOp,
+    FreeOp,
+    GateOp,
+    MeasureOp,
+    NoiseOp,
+    OpError,
+    OpsReply,
+    OpsRequest,
+    ReducedStateOp,
+)
+
+__all__ = ["BrokerService"]
+
+log = logging.getLogger(__name__)
+
+REQUEST_SECONDS_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def _matrix(real: list[float], imag: list[float], size: int) -> np.ndarray:
+    if len(real) != size * size or len(imag) != size * size:
+        raise StoreError("bad_state", f"expected {size * size} real and imaginary entries")
+    return (np.asarray(real, dtype=float) + 1j * np.asarray(imag, dtype=float)).reshape(size, size)
+
+
+class BrokerService(Service):
+    """The state broker: owns every amplitude; nodes and stations hold handles."""
+
+    role = "broker"
+
+    def __init__(
+        self,
+        name: str,
+        address: ServiceAddress,
+        clock: EmulatedClock,
+        *,
+        store: StateStore | None = None,
+        pair_creators: set[str] | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(name, address, clock, **kwargs)
+        self.store = store or StateStore()
+        # Who may create a pair for someone else: the heralding stations.
+        self.pair_creators = set(pair_creators or ())
+        self.handlers[OpsRequest.msg_type] = self._on_ops
+        registry = self.registry
+        self.operations = Counter(
+            "qnemu_broker_operations",
+            "Operations executed by the state broker, by operation type.",
+            ["op"],
+            registry=registry,
+        )
+        self.operation_errors = Counter(
+            "qnemu_broker_operation_errors",
+            "Operations refused (unknown qubit, not owner, bad parameter, ...), by code.",
+            ["code"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "qnemu_broker_request_seconds",
+            "Wall seconds to execute one ops_request (a batch of operations).",
+            buckets=REQUEST_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        groups = Gauge(
+            "qnemu_broker_state_groups", "Independent state groups held.", registry=registry
+        )
+        groups.set_function(lambda: self.store.group_count)
+        qubits = Gauge("qnemu_broker_qubits", "Live qubits held.", registry=registry)
+        qubits.set_function(lambda: self.store.qubit_count)
+        self._executors = {
+            AllocOp: self._alloc,
+            FreeOp: self._free,
+            GateOp: self._gate,
+            MeasureOp: self._measure,
+            BellMeasureOp: self._bell_measure,
+            CreatePairOp: self._create_pair,
+            NoiseOp: self._noise,
+            ReducedStateOp: self._reduced_state,
+            FidelityOp: self._fidelity,
+        }
+
+    async def start(self) -> None:
+        await super().start()
+        self.ready = True
+
+    def _on_ops(self, envelope: Envelope, origin: Origin) -> None:
+        started = time.perf_counter()
+        reply = self.execute(envelope.body, envelope.header.sender, envelope.header.sent_at)
+        self.reply(origin, reply, parent_id=envelope.header.msg_id)
+        self.request_seconds.observe(time.perf_counter() - started)
+
+    def execute(self, request: OpsRequest, owner: str, now_s: float) -> OpsReply:
+        """Run a batch in order; stop at the first refused operation."""
+        results: list[Any] = []
+        tally: Tally[str] = Tally()
+        error = None
+        for index, op in enumerate(request.ops):
+            try:
+                results.append(self._executors[type(op)](op, owner, now_s))
+            except StoreError as refused:
+                error = OpError(index, refused.code, refused.message)
+            except ValueError as refused:
+                error = OpError(index, "bad_parameter", str(refused))
+            if error is not None:
+                self.operation_errors.labels(code=error.code).inc()
+                break
+            tally[op.op] += 1
+        for op_name, count in tally.items():
+            self.operations.labels(op=op_name).inc(count)
+        return OpsReply(results, error)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **super().stats(),
+            "qubits": self.store.qubit_count,
+            "groups": self.store.group_count,
+        }
+
+    # ---- one executor per operation --------------------------------------------------
+
+    def _alloc(self, op: AllocOp, owner: str, now_s: float) -> int:
+        return self.store.alloc(owner, now_s, t1_s=op.t1_s, t2_s=op.t2_s)
+
+    def _free(self, op: FreeOp, owner: str, now_s: float) -> None:
+        self.store.free(op.qubit, owner, now_s)
+
+    def _gate(self, op: GateOp, owner: str, now_s: float) -> None:
+        self.store.gate(
+            op.gate, op.qubits, owner, now_s, angle=op.angle, depolar_prob=op.depolar_prob
+        )
+
+    def _measure(self, op: MeasureOp, owner: str, now_s: float) -> int:
+        return self.store.measure(
+            op.qubit, op.basis, owner, now_s, readout_error=op.readout_error, free=op.free
+        )
+
+    def _bell_measure(self, op: BellMeasureOp, owner: str, now_s: float) -> int:
+        qubit_a, qubit_b = op.qubits
+        outcome = self.store.bell_measure(
+            qubit_a,
+            qubit_b,
+            owner,
+            now_s,
+            depolar_prob=op.depolar_prob,
+            readout_error=op.readout_error,
+            free=op.free,
+        )
+        return int(outcome)
+
+    def _create_pair(self, op: CreatePairOp, owner: str, now_s: float) -> list[int]:
+        if owner not in self.pair_creators and owner not in op.owners:
+            raise StoreError(
+                "not_owner",
+                f"{owner!r} may not create a pair for {op.owners[0]!r}, {op.owners[1]!r}",
+            )
+        state = _matrix(op.state_real, op.state_imag, 4)
+        qubits = self.store.create_pair(op.owners, state, now_s, t1_s=op.t1_s, t2_s=op.t2_s)
+        return list(qubits)
+
+    def _noise(self, op: NoiseOp, owner: str, now_s: float) -> None:
+        self.store.apply_noise(op.channel, op.qubits, op.parameter, owner, now_s)
+
+    def _reduced_state(self, op: ReducedStateOp, owner: str, now_s: float) -> list[list[float]]:
+        rho = self.store.reduced_state(op.qubits, now_s)
+        return [rho.real.ravel().tolist(), rho.imag.ravel().tolist()]
+
+    def _fidelity(self, op: FidelityOp, owner: str, now_s: float) -> float:
+        size = 2 ** len(op.qubits)
+        if len(op.target_real) == size:  # a state vector
+            target = np.asarray(op.target_real) + 1j * np.asarray(op.target_imag)
+        else:
+            target = _matrix(op.target_real, op.target_imag, size)
+        return float(self.store.fidelity(op.qubits, target, now_s))

@@ -1,0 +1,309 @@
+"""`qnemu`: launch, inspect and use an emulated quantum network.
+
+qnemu up TOPOLOGY [--run-dir DIR] [--duration S] [--detach]
+qnemu status [--run-dir DIR] [--json]          qnemu down [--run-dir DIR]
+qnemu entangle SRC DST --pairs N [--minimum-fidelity F] [--measure BASIS] [--json]
+qnemu validate FILE
+qnemu broker | station NAME | node NAME --run-dir DIR     (one process; used by `up`)
+"""
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from qnemu.client import EntangleError, QnemuClient, RequestError
+from qnemu.launch.launcher import Launcher, LaunchError, collect_stats, stop_run
+from qnemu.launch.live import link_figures, render, summary_table
+from qnemu.launch.plan import RunPlan
+from qnemu.launch.rundir import new_run_dir, read_status, resolve_run_dir, write_json
+from qnemu.topology import TopologyError, load_topology, validate_file
+
+__all__ = ["main"]
+
+console = Console(stderr=True)
+
+
+class UsageError(Exception):
+    """A command that cannot run as asked; printed without a traceback."""
+
+
+# ---- up / down / status ------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    topology = load_topology(args.topology)
+    run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(topology.name)
+    if (run_dir / "run.json").exists():
+        status = read_status(run_dir) if (run_dir / "status.json").exists() else {}
+        if status.get("state") in ("starting", "running"):
+            raise UsageError(f"{run_dir} already holds a running network; `qnemu down` it first")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    launcher = Launcher(topology, run_dir)
+    console.print(f"starting [bold]{topology.name}[/]: {len(launcher.plan.processes)} processes")
+    launcher.start()
+    try:
+        started = time.monotonic()
+        asyncio.run(launcher.wait_ready())
+        console.print(f"ready in {time.monotonic() - started:.1f} s · run dir {launcher.run_dir}")
+    except (LaunchError, KeyboardInterrupt) as error:
+        launcher.stop()
+        raise UsageError(f"start-up failed: {error}") from None
+    if args.detach:
+        print(launcher.run_dir)
+        return 0
+    try:
+        asyncio.run(_watch(launcher, args.duration))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("stopping…")
+        codes = launcher.stop()
+    unclean = {name: code for name, code in codes.items() if code not in (0, None)}
+    if unclean:
+        console.print(f"[yellow]exit codes: {unclean} (see {launcher.run_dir}/logs)")
+    return 0
+
+
+async def _watch(launcher: Launcher, duration_s: float | None) -> None:
+    """Live view until the duration ends, Ctrl-C, or every process is gone; then summary."""
+    plan = launcher.plan
+    started = time.monotonic()
+    previous, previous_at = None, started
+    links: dict = {}
+    async with QnemuClient(launcher.run_dir, name="launcher-view") as client:
+        with Live(Table(), console=console, refresh_per_second=2, transient=False) as live:
+            while duration_s is None or time.monotonic() - started < duration_s:
+                stats = await collect_stats(client, plan)
+                now = time.monotonic()
+                links = link_figures(plan, stats, previous, now - previous_at)
+                previous, previous_at = links, now
+                live.update(render(plan, stats, links, started, str(launcher.run_dir)))
+                if len(launcher.dead_processes()) == len(launcher.processes):
+                    console.print("[red]every process has exited")
+                    break
+                await asyncio.sleep(1.0)
+            stats = await collect_stats(client, plan)
+            links = link_figures(plan, stats, None, 0.0)
+    elapsed = time.monotonic() - started
+    console.print(summary_table(links, elapsed))
+    write_json(launcher.run_dir / "summary.json", {"duration_s": elapsed, "links": links})
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    run_dir = resolve_run_dir(args.run_dir)
+    stopped = stop_run(run_dir)
+    console.print(f"stopped {len(stopped)} processes of {run_dir}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    run_dir = resolve_run_dir(args.run_dir)
+    plan = RunPlan.read(run_dir)
+    status = read_status(run_dir)
+    pids = {entry["name"]: entry["pid"] for entry in status.get("processes", [])}
+
+    async def probe() -> dict[str, dict]:
+        async with QnemuClient(run_dir) as client:
+            return await collect_stats(client, plan)
+
+    stats = asyncio.run(probe())
+    processes = [
+        {
+            "name": process.name,
+            "role": process.role,
+            "pid": pids.get(process.name),
+            "endpoint": process.endpoint,
+            "metrics_url": process.metrics_url,
+            "up": process.name in stats,
+            "stats": stats.get(process.name),
+        }
+        for process in plan.processes
+    ]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "network": plan.network,
+                    "run_dir": str(run_dir),
+                    "state": status.get("state"),
+                    "processes": processes,
+                },
+                default=str,
+            )
+        )
+        return 0
+    table = Table(title=f"{plan.network} · {run_dir}")
+    for column in ("name", "role", "pid", "endpoint", "metrics", "up"):
+        table.add_column(column)
+    for p in processes:
+        up = "[green]up" if p["up"] else "[red]down"
+        table.add_row(p["name"], p["role"], str(p["pid"]), p["endpoint"], p["metrics_url"], up)
+    Console().print(table)
+    return 0 if all(p["up"] for p in processes) else 1
+
+
+# ---- entangle ----------------------------------------------------------------------------
+
+
+def cmd_entangle(args: argparse.Namespace) -> int:
+    run_dir = resolve_run_dir(args.run_dir)
+    plan = RunPlan.read(run_dir)
+    nodes = [p.name for p in plan.processes if p.role == "node"]
+    for node in (args.src, args.dst):
+        if node not in nodes:
+            raise UsageError(f"unknown node {node!r} (nodes: {', '.join(nodes)})")
+    return asyncio.run(_entangle(run_dir, args))
+
+
+async def _entangle(run_dir: Path, args: argparse.Namespace) -> int:
+    delivered = 0
+    async with QnemuClient(run_dir) as client:
+        try:
+            async for pair in client.entangle(
+                args.src,
+                args.dst,
+                pairs=args.pairs,
+                minimum_fidelity=args.minimum_fidelity,
+                measure=args.measure,
+                timeout_s=args.timeout,
+            ):
+                delivered += 1
+                record = {
+                    "src": pair.src,
+                    "dst": pair.dst,
+                    "create_id": pair.create_id,
+                    "sequence_number": pair.sequence_number,
+                    "bell_state": pair.bell_state,
+                    "fidelity": pair.fidelity,
+                    "created_at": pair.created_at,
+                    "delivered_at": pair.delivered_at,
+                    "attempts": pair.attempts,
+                }
+                if pair.outcomes is not None:
+                    record["outcomes"] = list(pair.outcomes)
+                    record["bases"] = list(pair.bases)
+                if pair.qubits is not None:
+                    record["qubits"] = list(pair.qubits)
+                    if not args.hold:  # a CLI pair is reported, then its memory freed
+                        await client.free(args.src, [pair.qubits[0]])
+                        await client.free(args.dst, [pair.qubits[1]])
+                if args.json:
+                    print(json.dumps(record), flush=True)
+                else:
+                    outcome = (
+                        f" outcomes {record['outcomes']} bases {record['bases']}"
+                        if pair.outcomes
+                        else ""
+                    )
+                    print(
+                        f"pair {pair.sequence_number}: {pair.bell_state} F={pair.fidelity:.4f} "
+                        f"attempts={pair.attempts} t={pair.delivered_at:.6f} s{outcome}",
+                        flush=True,
+                    )
+        except EntangleError as error:
+            console.print(
+                f"[red]ERR {error.code}[/]: {error.message} ({error.delivered} delivered)"
+            )
+            return 2
+        except (RequestError, TimeoutError) as error:
+            console.print(f"[red]error[/]: {error}")
+            return 2
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    problems = validate_file(args.file)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok")
+    return 0
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from qnemu.launch.processes import serve
+
+    name = "broker" if args.command == "broker" else args.name
+    return serve(Path(args.run_dir), name)
+
+
+# ---- argument parsing --------------------------------------------------------------------
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qnemu", description="quantum network emulator")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="launch a network and show it live")
+    up.add_argument("topology", help="YAML file, shipped name (two-node-metro) or spec (line,4)")
+    up.add_argument("--run-dir", help="run directory (default qnemu-runs/<network>-<time>)")
+    up.add_argument("--duration", type=_positive, help="stop after this many seconds")
+    up.add_argument("--detach", action="store_true", help="return once every process is ready")
+    up.set_defaults(handler=cmd_up)
+
+    for name, handler, text in (
+        ("down", cmd_down, "stop a running network"),
+        ("status", cmd_status, "show a network's processes"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--run-dir", help="run directory (default: the latest run)")
+        if name == "status":
+            command.add_argument("--json", action="store_true")
+        command.set_defaults(handler=handler)
+
+    entangle = commands.add_parser("entangle", help="ask for entangled pairs between two nodes")
+    entangle.add_argument("src")
+    entangle.add_argument("dst")
+    entangle.add_argument("--pairs", type=int, default=1)
+    entangle.add_argument("--minimum-fidelity", type=float, default=0.0)
+    entangle.add_argument("--measure", choices=["Z", "X", "Y", "random"], help="measure mode")
+    entangle.add_argument("--timeout", type=_positive, default=10.0, help="emulated seconds")
+    entangle.add_argument("--hold", action="store_true", help="keep kept pairs in memory")
+    entangle.add_argument("--json", action="store_true", help="one JSON object per pair")
+    entangle.add_argument("--run-dir")
+    entangle.set_defaults(handler=cmd_entangle)
+
+    validate = commands.add_parser("validate", help="check a topology file")
+    validate.add_argument("file")
+    validate.set_defaults(handler=cmd_validate)
+
+    for role in ("broker", "station", "node"):
+        process = commands.add_parser(role, help=f"run one {role} process of a run")
+        if role != "broker":
+            process.add_argument("name")
+        process.add_argument("--run-dir", required=True)
+        process.set_defaults(handler=cmd_process)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "pairs", 1) < 1:
+        console.print("[red]error[/]: --pairs must be >= 1")
+        return 2
+    try:
+        return args.handler(args)
+    except (UsageError, TopologyError, FileNotFoundError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        console.print(f"[red]error[/]: {message}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""`qnemu up` / `qnemu down`: start every process of a run, watch it, stop it cleanly.
+
+Each process is `python -m qnemu <role> [NAME] --run-dir RUN_DIR` in a session of its
+own, with its output in `RUN_DIR/logs/<name>.log`. The launcher waits until every
+process answers a ping as ready, then (unless detached) shows the live view until the
+duration ends or Ctrl-C, and stops everything: SIGTERM, then SIGKILL after a grace.
+"""
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from qnemu.client import QnemuClient
+from qnemu.launch.plan import RunPlan, make_plan
+from qnemu.launch.rundir import STATUS_FILE, process_alive, read_status, write_json
+from qnemu.topology import Topology
+
+__all__ = ["LaunchError", "Launcher", "stop_run"]
+
+READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 5.0
+
+
+class LaunchError(Exception):
+    """The network could not be started; the message says which process and why."""
+
+
+class Launcher:
+    """Starts and stops the processes of one run."""
+
+    def __init__(self, topology: Topology, run_dir: Path, *, host: str = "127.0.0.1"):
+        self.topology = topology
+        self.run_dir = Path(run_dir).resolve()
+        self.plan = make_plan(topology, host=host)
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> None:
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "topology.yaml").write_text(self.topology.to_yaml())
+        self.plan.write(self.run_dir)
+        for process in self.plan.processes:
+            command = [sys.executable, "-m", "qnemu", process.role]
+            if process.role != "broker":
+                command.append(process.name)
+            command += ["--run-dir", str(self.run_dir)]
+            log = open(self.run_dir / "logs" / f"{process.name}.log", "ab")  # noqa: SIM115
+            self.processes[process.name] = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches the launcher only; it stops them
+            )
+            log.close()
+        self.write_status("starting")
+
+    def write_status(self, state: str) -> None:
+        write_json(
+            self.run_dir / STATUS_FILE,
+            {
+                "network": self.plan.network,
+                "state": state,
+                "launcher_pid": os.getpid(),
+                "run_dir": str(self.run_dir),
+                "updated_at": time.time(),
+                "processes": [
+                    {
+                        "name": process.name,
+                        "role": process.role,
+                        "pid": self.processes[process.name].pid,
+                        "endpoint": process.endpoint,
+                        "metrics_url": process.metrics_url,
+                    }
+                    for process in self.plan.processes
+                    if process.name in self.processes
+                ],
+            },
+        )
+
+    def dead_processes(self) -> dict[str, int]:
+        return {
+            name: code
+            for name, process in self.processes.items()
+            if (code := process.poll()) is not None
+        }
+
+    async def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        waiting = {process.name for process in self.plan.processes}
+        async with QnemuClient(self.run_dir, name=f"launcher-{os.getpid()}") as client:
+            while waiting:
+                dead = self.dead_processes()
+                if dead:
+                    name, code = next(iter(dead.items()))
+                    log = self.run_dir / "logs" / f"{name}.log"
+                    tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                    raise LaunchError(
+                        f"{name} exited with code {code} while starting; end of {log}:\n  "
+                        + "\n  ".join(tail)
+                    )
+                if time.monotonic() > deadline:
+                    raise LaunchError(
+                        f"not ready after {timeout_s} s: {', '.join(sorted(waiting))}"
+                    )
+                for name in sorted(waiting):
+                    try:
+                        reply = await client.ping(name, timeout_s=0.2)
+                    except Exception:  # not listening yet: its queued ping is ignored later
+                        continue
+                    if reply.ready:
+                        waiting.discard(name)
+        self.write_status("running")
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> dict[str, int | None]:
+        """SIGTERM every process, SIGKILL what is left after the grace; returns exit codes."""
+        codes = stop_pids(
+            {name: p.pid for name, p in self.processes.items()}, grace_s, self.processes
+        )
+        self.write_status("stopped")
+        return codes
+
+
+def stop_pids(
+    pids: dict[str, int], grace_s: float, children: dict[str, subprocess.Popen] | None = None
+) -> dict[str, int | None]:
+    children = children or {}
+
+    def alive(name: str) -> bool:
+        child = children.get(name)
+        if child is not None:
+            return child.poll() is None
+        try:
+            os.kill(pids[name], 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    for name, pid in pids.items():
+        if alive(name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(alive(name) for name in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for name, pid in pids.items():
+        if alive(name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    codes: dict[str, int | None] = {}
+    for name in pids:
+        child = children.get(name)
+        codes[name] = child.wait(timeout=5) if child is not None else None
+    return codes
+
+
+def stop_run(run_dir: Path, grace_s: float = STOP_GRACE_S) -> list[str]:
+    """`qnemu down`: stop the processes of a run started elsewhere (detached)."""
+    status = read_status(run_dir)
+    pids = {
+        entry["name"]: entry["pid"]
+        for entry in status["processes"]
+        if process_alive(entry["pid"], run_dir)
+    }
+    stop_pids(pids, grace_s)
+    status["state"] = "stopped"
+    write_json(run_dir / STATUS_FILE, status)
+    return sorted(pids)
+
+
+async def collect_stats(client: QnemuClient, plan: RunPlan) -> dict[str, dict[str, Any]]:
+    """Every process's stats (missing when it does not answer)."""
+
+    async def one(name: str) -> tuple[str, dict[str, Any] | None]:
+        try:
+            return name, await client.stats(name, timeout_s=0.5)
+        except Exception:
+            return name, None
+
+    results = await asyncio.gather(*(one(p.name) for p in plan.processes))
+    return {name: stats for name, stats in results if stats is not None}

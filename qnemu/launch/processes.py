@@ -1,0 +1,94 @@
+"""Build and run one process of a run (broker, station or node) from its run plan."""
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from qnemu.broker.server import BrokerService
+from qnemu.broker.store import StateStore
+from qnemu.launch.plan import BROKER_NAME, RunPlan, arm_lengths_km, delay_s, process_seed
+from qnemu.node.service import Neighbour, NodeService
+from qnemu.runtime import EmulatedClock, Service, ServiceAddress
+from qnemu.station.station import MemoryParameters, StationService
+
+__all__ = ["build_service", "serve"]
+
+
+def build_service(plan: RunPlan, name: str) -> Service:
+    """The service object for process `name`, wired to its peers with fibre delays."""
+    me = plan.process(name)
+    topology = plan.topology_model()
+    clock = EmulatedClock(plan.epoch_wall_s, plan.time_scale)
+    address = ServiceAddress(me.endpoint, me.metrics_host, me.metrics_port)
+    endpoints = {process.name: process.endpoint for process in plan.processes}
+    seed = process_seed(plan.seed, name)
+    common = {"network": plan.network}
+    if me.role == "broker":
+        stations = {station for station, _ in topology.stations()}
+        return BrokerService(
+            name, address, clock, store=StateStore(seed=seed), pair_creators=stations, **common
+        )
+    if me.role == "station":
+        link = next(link for station, link in topology.stations() if station == name)
+        arms = arm_lengths_km(link)
+        memories = {
+            node: MemoryParameters(topology.nodes[node].t1_s, topology.nodes[node].t2_s)
+            for node in link.nodes
+        }
+        return StationService(
+            name,
+            address,
+            clock,
+            link_name=f"{link.nodes[0]}-{link.nodes[1]}",
+            nodes=tuple(link.nodes),
+            physics=link.physics(),
+            memories=memories,
+            broker=BROKER_NAME,
+            seed=seed,
+            peers={node: endpoints[node] for node in link.nodes}
+            | {BROKER_NAME: endpoints[BROKER_NAME]},
+            delays_s={node: delay_s(arm) for node, arm in zip(link.nodes, arms, strict=True)},
+            **common,
+        )
+    neighbours: dict[str, Neighbour] = {}
+    peers = {BROKER_NAME: endpoints[BROKER_NAME]}
+    delays: dict[str, float] = {}
+    for peer in topology.neighbours(name):
+        link = topology.link_between(name, peer)
+        station = link.station_name
+        physics = link.physics()
+        neighbours[peer] = Neighbour(
+            peer, station, f"{link.nodes[0]}-{link.nodes[1]}", physics.fidelity
+        )
+        peers[peer] = endpoints[peer]
+        peers[station] = endpoints[station]
+        arms = dict(zip(link.nodes, arm_lengths_km(link), strict=True))
+        delays[peer] = delay_s(sum(arms.values()))
+        delays[station] = delay_s(arms[name])
+    return NodeService(
+        name,
+        address,
+        clock,
+        hardware=topology.nodes[name],
+        neighbours=neighbours,
+        workloads=list(topology.workloads),
+        broker=BROKER_NAME,
+        seed=seed,
+        peers=peers,
+        delays_s=delays,
+        **common,
+    )
+
+
+def serve(run_dir: Path, name: str) -> int:
+    """Run one process until SIGTERM; returns the exit code."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    plan = RunPlan.read(run_dir)
+    service = build_service(plan, name)
+    asyncio.run(service.run())
+    return 0

@@ -1,0 +1,555 @@
+"""The node process: memory, link layer towards each neighbour, control for clients.
+
+Flow of one CREATE (initiator I, peer P, station S between them):
+  client → I  entangle_request
+  I → P       create_request          P checks and answers create_accept / create_reject
+  I, P → S    generate_credit          each end grants memory slots ready for a pair
+  S → I, P    herald                   after the fibre delay from S to each node
+  P → I       pair_report             P's half (qubit handle, or outcome and basis)
+  I → client  entangle_ok per pair, then entangle_done (or entangle_err)
+  I → P, S    request_end, generate_cancel
+"""
+
+import asyncio
+import logging
+import math
+from typing import Any
+
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram
+
+from qnemu.node.memory import HeldQubit, QuantumMemory
+from qnemu.node.requests import LinkRequest, LocalHalf, validate_request
+from qnemu.node.sinks import ClientSink, WorkloadSink
+from qnemu.physics.bell import BellState, bell_vector
+from qnemu.runtime import EmulatedClock, Origin, Service, ServiceAddress
+from qnemu.topology.models import NodeConfig, WorkloadConfig
+from qnemu.wire import Envelope
+from qnemu.wire.broker import FidelityOp, FreeOp, MeasureOp, OpsReply, OpsRequest
+from qnemu.wire.common import ErrorReply
+from qnemu.wire.control import (
+    EntangleDone,
+    EntangleErr,
+    EntangleRequest,
+    FreeReply,
+    FreeRequest,
+    MeasureReply,
+    MeasureRequest,
+)
+from qnemu.wire.link import (
+    CreateAccept,
+    CreateReject,
+    CreateRequest,
+    GenerateCancel,
+    GenerateCredit,
+    Herald,
+    PairReport,
+    RequestEnd,
+)
+
+__all__ = ["Neighbour", "NodeService"]
+
+log = logging.getLogger(__name__)
+FIDELITY_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 0.999, 1.0)
+
+
+class Neighbour:
+    """What a node knows of one link: the peer, the station and the best fidelity."""
+
+    def __init__(self, peer: str, station: str, link_name: str, fidelity: float):
+        self.peer = peer
+        self.station = station
+        self.link_name = link_name
+        self.fidelity = fidelity
+
+
+class NodeService(Service):
+    """A quantum network node: holds qubit handles and runs the link layer."""
+
+    role = "node"
+
+    def __init__(
+        self,
+        name: str,
+        address: ServiceAddress,
+        clock: EmulatedClock,
+        *,
+        hardware: NodeConfig,
+        neighbours: dict[str, Neighbour],
+        workloads: list[WorkloadConfig] | None = None,
+        broker: str = "broker",
+        seed: int | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(name, address, clock, **kwargs)
+        self.hardware = hardware
+        self.neighbours = neighbours
+        self.workloads = [w for w in workloads or [] if w.src == name]
+        self.broker = broker
+        self.rng = np.random.default_rng(seed)
+        self.memory = QuantumMemory(hardware.qubits)
+        self.requests: dict[tuple[str, int], LinkRequest] = {}
+        self._next_create_id = 1
+        self._link_stats = {
+            peer: {"delivered": 0, "heralded": 0, "fidelity_sum": 0.0} for peer in neighbours
+        }
+        self.handlers.update(
+            {
+                EntangleRequest.msg_type: self._on_entangle,
+                CreateRequest.msg_type: self._on_create_request,
+                CreateAccept.msg_type: self._on_create_accept,
+                CreateReject.msg_type: self._on_create_reject,
+                RequestEnd.msg_type: self._on_request_end,
+                PairReport.msg_type: self._on_pair_report,
+                Herald.msg_type: self._on_herald,
+                MeasureRequest.msg_type: self._on_measure,
+                FreeRequest.msg_type: self._on_free,
+                FreeReply.msg_type: lambda envelope, origin: None,
+            }
+        )
+        self._init_metrics()
+
+    def _init_metrics(self) -> None:
+        registry = self.registry
+        self.m_delivered = Counter(
+            "qnemu_pairs_delivered",
+            "Pairs delivered to applications (OKs at the initiating node), by peer and type.",
+            ["peer", "type"],
+            registry=registry,
+        )
+        self.m_heralded = Counter(
+            "qnemu_pairs_heralded",
+            "Heralds received for this node's halves of pairs, by peer.",
+            ["peer"],
+            registry=registry,
+        )
+        self.m_fidelity = Histogram(
+            "qnemu_pair_fidelity",
+            "Oracle fidelity of delivered pairs to their heralded Bell state, by peer.",
+            ["peer"],
+            buckets=FIDELITY_BUCKETS,
+            registry=registry,
+        )
+        self.m_requests = Counter(
+            "qnemu_link_requests",
+            "Link-layer requests ended at the initiator, by peer and result.",
+            ["peer", "result"],
+            registry=registry,
+        )
+        self.m_expired = Counter(
+            "qnemu_memory_qubits_expired",
+            "Held qubits discarded because they waited longer than the cutoff time.",
+            registry=registry,
+        )
+        Gauge("qnemu_memory_qubits", "Qubit slots in this node's memory.", registry=registry).set(
+            self.memory.capacity
+        )
+        in_use = Gauge(
+            "qnemu_memory_qubits_in_use",
+            "Memory slots holding a qubit or reserved for a pair to come.",
+            registry=registry,
+        )
+        in_use.set_function(lambda: self.memory.in_use)
+
+    async def start(self) -> None:
+        await super().start()
+        self.ready = True
+
+    async def main(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._watch_deadlines_and_cutoffs())
+            for workload in self.workloads:
+                tasks.create_task(self._run_workload(workload))
+
+    # ---- initiator side --------------------------------------------------------------
+
+    def submit(self, request: EntangleRequest, sink) -> LinkRequest | None:
+        """Start a CREATE towards `request.remote_node_id`; errors go to the sink."""
+        create_id = self._next_create_id
+        self._next_create_id += 1
+
+        def refuse(code: str, message: str) -> None:
+            sink.err(EntangleErr(create_id, code, message))
+            self.m_requests.labels(peer=request.remote_node_id, result=code).inc()
+
+        neighbour = self.neighbours.get(request.remote_node_id)
+        if neighbour is None:
+            known = ", ".join(sorted(self.neighbours)) or "none"
+            refuse(
+                "UNSUPP", f"{self.name} has no link to {request.remote_node_id!r} (links: {known})"
+            )
+            return None
+        problem = validate_request(
+            number=request.number,
+            minimum_fidelity=request.minimum_fidelity,
+            max_time_s=request.max_time_s,
+            type=request.type,
+            basis=request.basis,
+        )
+        if problem is not None:
+            refuse("UNSUPP", problem)
+            return None
+        if request.minimum_fidelity > neighbour.fidelity + 1e-12:
+            refuse(
+                "NOTIME",
+                f"link {neighbour.link_name} delivers fidelity {neighbour.fidelity:.4f} at best, "
+                f"below minimum_fidelity {request.minimum_fidelity}",
+            )
+            return None
+        if request.type == "keep" and self.memory.free_slots == 0:
+            refuse("NORES", f"{self.name}: all {self.memory.capacity} memory qubits in use")
+            return None
+        link_request = LinkRequest(
+            create_id=create_id,
+            initiator=self.name,
+            peer=neighbour.peer,
+            number=request.number,
+            minimum_fidelity=request.minimum_fidelity,
+            max_time_s=request.max_time_s,
+            type=request.type,
+            basis=request.basis,
+            started_at=self.clock.now(),
+            sink=sink,
+        )
+        self.requests[link_request.key] = link_request
+        self.send(
+            neighbour.peer,
+            CreateRequest(
+                create_id=create_id,
+                remote_node_id=self.name,
+                number=request.number,
+                minimum_fidelity=request.minimum_fidelity,
+                max_time_s=request.max_time_s,
+                type=request.type,
+                basis=request.basis,
+            ),
+        )
+        return link_request
+
+    def _on_entangle(self, envelope: Envelope, origin: Origin) -> None:
+        self.submit(envelope.body, ClientSink(self, origin, envelope.header.msg_id))
+
+    def _on_create_accept(self, envelope: Envelope, origin: Origin) -> None:
+        request = self.requests.get((self.name, envelope.body.create_id))
+        if request is None or request.finished:
+            return
+        request.accepted = True
+        self._grant_credits(request)
+
+    def _on_create_reject(self, envelope: Envelope, origin: Origin) -> None:
+        reject: CreateReject = envelope.body
+        request = self.requests.get((self.name, reject.create_id))
+        if request is not None:
+            self._finish(request, reject.error_code, f"{request.peer}: {reject.message}")
+
+    def _on_pair_report(self, envelope: Envelope, origin: Origin) -> None:
+        report: PairReport = envelope.body
+        request = self.requests.get((self.name, report.create_id))
+        if request is None or request.finished:
+            if report.qubit is not None:  # the peer still holds a half nobody will use
+                self.send(envelope.header.sender, FreeRequest([report.qubit]))
+            return
+        request.remote[report.sequence_number] = report
+        self._try_deliver(request, report.sequence_number)
+
+    def _try_deliver(self, request: LinkRequest, sequence_number: int) -> None:
+        pair = request.assemble(sequence_number, self.name, request.peer)
+        if pair is None:
+            return
+        request.delivered += 1
+        stats = self._link_stats[request.peer]
+        stats["delivered"] += 1
+        stats["fidelity_sum"] += pair.fidelity
+        self.m_delivered.labels(peer=request.peer, type=request.type).inc()
+        self.m_fidelity.labels(peer=request.peer).observe(pair.fidelity)
+        request.sink.ok(pair)
+        if request.complete:
+            self._finish(request, None, "done")
+
+    def _finish(self, request: LinkRequest, error_code: str | None, message: str) -> None:
+        """End a request at the initiator: tell the sink, the peer and the station."""
+        if request.finished:
+            return
+        request.finished = True
+        self.requests.pop(request.key, None)
+        self._release_credits(request)
+        self._release_undelivered(request)
+        neighbour = self.neighbours[request.peer]
+        self.send(neighbour.station, GenerateCancel(request.initiator, request.create_id))
+        self.send(request.peer, RequestEnd(request.create_id, error_code or "done"))
+        self.m_requests.labels(peer=request.peer, result=error_code or "OK").inc()
+        if error_code is None:
+            request.sink.done(EntangleDone(request.create_id, request.delivered))
+        else:
+            request.sink.err(
+                EntangleErr(request.create_id, error_code, message, delivered=request.delivered)
+            )
+
+    # ---- peer side -------------------------------------------------------------------
+
+    def _on_create_request(self, envelope: Envelope, origin: Origin) -> None:
+        create: CreateRequest = envelope.body
+        initiator = envelope.header.sender
+
+        def reject(code: str, message: str) -> None:
+            self.send(initiator, CreateReject(create.create_id, code, message))
+
+        if initiator not in self.neighbours or create.remote_node_id != initiator:
+            reject("UNSUPP", f"{self.name} has no link to {initiator!r}")
+            return
+        problem = validate_request(
+            number=create.number,
+            minimum_fidelity=create.minimum_fidelity,
+            max_time_s=create.max_time_s,
+            type=create.type,
+            basis=create.basis,
+        )
+        if problem is not None:
+            reject("UNSUPP", problem)
+            return
+        if create.type == "keep" and self.memory.free_slots == 0:
+            reject("NORES", f"{self.name}: all {self.memory.capacity} memory qubits in use")
+            return
+        request = LinkRequest(
+            create_id=create.create_id,
+            initiator=initiator,
+            peer=initiator,
+            number=create.number,
+            minimum_fidelity=create.minimum_fidelity,
+            max_time_s=create.max_time_s,
+            type=create.type,
+            basis=create.basis,
+            started_at=envelope.header.sent_at,
+            accepted=True,
+        )
+        self.requests[request.key] = request
+        self.send(initiator, CreateAccept(create.create_id))
+        self._grant_credits(request)
+
+    def _on_request_end(self, envelope: Envelope, origin: Origin) -> None:
+        request = self.requests.pop((envelope.header.sender, envelope.body.create_id), None)
+        if request is not None:
+            request.finished = True
+            self._release_credits(request)
+
+    # ---- both ends -------------------------------------------------------------------
+
+    def _grant_credits(self, request: LinkRequest) -> None:
+        wanted = request.credits_wanted(self.memory.free_slots)
+        granted = self.memory.reserve(wanted) if request.type == "keep" else wanted
+        if granted <= 0:
+            return
+        request.granted += granted
+        other = request.peer
+        station = self.neighbours[other].station
+        self.send(station, GenerateCredit(request.initiator, request.create_id, other, granted))
+
+    def _release_credits(self, request: LinkRequest) -> None:
+        if request.type == "keep":
+            self.memory.unreserve(request.granted)
+        request.granted = 0
+
+    def _release_undelivered(self, request: LinkRequest) -> None:
+        """Free kept halves that never became an OK (the request ended first)."""
+        stale = [half.qubit for half in request.local.values() if half.qubit is not None]
+        request.local.clear()
+        if stale:
+            self._free_held(stale)
+
+    def _regrant_all(self) -> None:
+        for request in list(self.requests.values()):
+            self._grant_credits(request)
+
+    async def _on_herald(self, envelope: Envelope, origin: Origin) -> None:
+        herald: Herald = envelope.body
+        request = self.requests.get((herald.initiator, herald.create_id))
+        qubits = [pair.qubit for pair in herald.pairs]
+        if request is None or request.finished:  # ended while the pairs were in flight
+            await self._broker_ops([FreeOp(qubit) for qubit in qubits])
+            return
+        now = self.clock.now()
+        count = len(herald.pairs)
+        request.granted = max(0, request.granted - count)
+        request.heralded += count
+        self._link_stats[request.peer]["heralded"] += count
+        self.m_heralded.labels(peer=request.peer).inc(count)
+        if request.type == "measure":
+            halves = await self._measure_halves(herald, now)
+        else:
+            halves = await self._keep_halves(request, herald, now)
+        if request.type == "measure" or not request.finished:
+            self._grant_credits(request)
+        for pair, half in zip(herald.pairs, halves, strict=True):
+            if request.initiator == self.name:
+                if request.finished:
+                    break
+                request.local[pair.sequence_number] = half
+                self._try_deliver(request, pair.sequence_number)
+            else:
+                report = PairReport(
+                    create_id=request.create_id,
+                    sequence_number=pair.sequence_number,
+                    delivered_at=half.delivered_at,
+                    qubit=half.qubit,
+                    outcome=half.outcome,
+                    basis=half.basis,
+                )
+                self.send(request.initiator, report)
+
+    async def _measure_halves(self, herald: Herald, now: float) -> list[LocalHalf]:
+        request = self.requests.get((herald.initiator, herald.create_id))
+        basis = request.basis if request is not None else "Z"
+        bases = [self._pick_basis(basis) for _ in herald.pairs]
+        readout = tuple(self.hardware.readout_error)
+        ops = [
+            MeasureOp(pair.qubit, basis=b, readout_error=readout, free=True)
+            for pair, b in zip(herald.pairs, bases, strict=True)
+        ]
+        outcomes = await self._broker_ops(ops)
+        return [
+            LocalHalf(
+                delivered_at=now,
+                bell_state=pair.bell_state,
+                created_at=pair.created_at,
+                attempts=pair.attempts,
+                fidelity=pair.fidelity,
+                outcome=outcome,
+                basis=b,
+            )
+            for pair, b, outcome in zip(herald.pairs, bases, outcomes, strict=True)
+        ]
+
+    async def _keep_halves(
+        self, request: LinkRequest, herald: Herald, now: float
+    ) -> list[LocalHalf]:
+        for pair in herald.pairs:
+            held = HeldQubit(
+                pair.qubit, now, request.create_id, pair.sequence_number, pair.peer_qubit
+            )
+            self.memory.store(held, reserved=True)
+        fidelities = [pair.fidelity for pair in herald.pairs]
+        if request.initiator == self.name:  # the OK's goodness: oracle fidelity now
+            ops = []
+            for pair in herald.pairs:
+                target = bell_vector(BellState(pair.bell_state))
+                ops.append(
+                    FidelityOp(
+                        [pair.qubit, pair.peer_qubit], target.real.tolist(), target.imag.tolist()
+                    )
+                )
+            fidelities = await self._broker_ops(ops)
+        return [
+            LocalHalf(
+                delivered_at=now,
+                bell_state=pair.bell_state,
+                created_at=pair.created_at,
+                attempts=pair.attempts,
+                fidelity=float(fidelity),
+                qubit=pair.qubit,
+                peer_qubit=pair.peer_qubit,
+            )
+            for pair, fidelity in zip(herald.pairs, fidelities, strict=True)
+        ]
+
+    def _pick_basis(self, basis: str) -> str:
+        if basis != "random":
+            return basis
+        return "Z" if self.rng.random() < 0.5 else "X"
+
+    # ---- qubits held for applications ------------------------------------------------
+
+    async def _on_measure(self, envelope: Envelope, origin: Origin) -> None:
+        request: MeasureRequest = envelope.body
+        parent = envelope.header.msg_id
+        if request.qubit not in self.memory.held:
+            message = f"{self.name} holds no qubit {request.qubit}"
+            self.reply(origin, ErrorReply("unknown_qubit", message), parent_id=parent)
+            return
+        if request.basis not in ("Z", "X", "Y"):
+            message = f"basis must be Z, X or Y, got {request.basis!r}"
+            self.reply(origin, ErrorReply("bad_basis", message), parent_id=parent)
+            return
+        self.memory.release(request.qubit)
+        readout = tuple(self.hardware.readout_error)
+        op = MeasureOp(request.qubit, basis=request.basis, readout_error=readout, free=True)
+        (outcome,) = await self._broker_ops([op])
+        self.reply(origin, MeasureReply(request.qubit, int(outcome)), parent_id=parent)
+        self._regrant_all()
+
+    async def _on_free(self, envelope: Envelope, origin: Origin) -> None:
+        qubits = [q for q in envelope.body.qubits if q in self.memory.held]
+        await self._free_held(qubits)
+        self.reply(origin, FreeReply(len(qubits)), parent_id=envelope.header.msg_id)
+
+    async def _free_held(self, qubits: list[int]) -> None:
+        held = [q for q in qubits if q in self.memory.held]
+        for qubit in held:
+            self.memory.release(qubit)
+        if held:
+            await self._broker_ops([FreeOp(q) for q in held])
+            self._regrant_all()
+
+    async def _broker_ops(self, ops: list) -> list[Any]:
+        reply = await self.request(self.broker, OpsRequest(ops))
+        body = reply.body
+        if isinstance(body, ErrorReply):
+            raise RuntimeError(f"broker: {body.code}: {body.message}")
+        assert isinstance(body, OpsReply)
+        if body.error is not None:
+            raise RuntimeError(f"broker refused op {body.error.index}: {body.error.message}")
+        return body.results
+
+    # ---- time-driven work ------------------------------------------------------------
+
+    async def _watch_deadlines_and_cutoffs(self) -> None:
+        cutoff_s = self.hardware.cutoff_s
+        tick_s = 0.05 if cutoff_s is None else min(0.05, cutoff_s / 4)
+        while True:
+            await asyncio.sleep(self.clock.wall_delay_s(tick_s))
+            now = self.clock.now()
+            for request in list(self.requests.values()):
+                if request.initiator == self.name and now > request.deadline:
+                    self._finish(
+                        request,
+                        "TIMEOUT",
+                        f"{request.delivered} of {request.number} pairs within "
+                        f"max_time_s {request.max_time_s}",
+                    )
+            expired = self.memory.expired(now, cutoff_s)
+            if expired:
+                self.m_expired.inc(len(expired))
+                await self._free_held([held.qubit for held in expired])
+
+    async def _run_workload(self, workload: WorkloadConfig) -> None:
+        """A background application: request pairs again and again (for demos and load)."""
+        while True:
+            sink = WorkloadSink(self, release=workload.type == "keep")
+            request = EntangleRequest(
+                remote_node_id=workload.dst,
+                number=workload.number,
+                minimum_fidelity=workload.minimum_fidelity,
+                max_time_s=0.0 if workload.number == 0 else 60.0,
+                type=workload.type,
+                basis=workload.basis or "random",
+            )
+            if self.submit(request, sink) is not None:
+                await sink.finished.wait()
+            else:
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(self.clock.wall_delay_s(max(workload.pause_s, 0.01)))
+
+    def stats(self) -> dict[str, Any]:
+        links = {}
+        for peer, figures in self._link_stats.items():
+            delivered = figures["delivered"]
+            links[peer] = {
+                "delivered": delivered,
+                "heralded": figures["heralded"],
+                "mean_fidelity": figures["fidelity_sum"] / delivered if delivered else math.nan,
+            }
+        return {
+            **super().stats(),
+            "memory": {"capacity": self.memory.capacity, "in_use": self.memory.in_use},
+            "links": links,
+            "active_requests": len(self.requests),
+        }

@@ -1,0 +1,262 @@
+"""The heralding station of one link: it turns both nodes' memory credits into pairs.
+
+While both nodes have granted credits for a request (one credit = one memory slot
+ready for a pair), the station samples the number of attempts to the next success
+(geometric: the link runs at its physical rate at any attempt frequency), asks the
+broker to create the heralded pair state on the two nodes' qubits, and sends each node
+its herald, stamped with the emulated moment of success so that the node's fibre delay
+counts from there. Concurrent requests take turns (round robin, one batch each); the
+link does one attempt at a time.
+"""
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from prometheus_client import Counter, Gauge
+
+from qnemu.physics.bell import BellState
+from qnemu.physics.links import LinkPhysics
+from qnemu.runtime import EmulatedClock, Origin, Service, ServiceAddress
+from qnemu.wire import Envelope
+from qnemu.wire.broker import CreatePairOp, OpsReply, OpsRequest
+from qnemu.wire.common import ErrorReply
+from qnemu.wire.link import GenerateCancel, GenerateCredit, Herald, HeraldedPair
+
+__all__ = ["MemoryParameters", "StationService"]
+
+log = logging.getLogger(__name__)
+MAX_PAIRS_PER_BATCH = 512
+
+
+@dataclass(frozen=True)
+class MemoryParameters:
+    """T1/T2 of the memory a node stores its half of a pair in (None: no decay)."""
+
+    t1_s: float | None = None
+    t2_s: float | None = None
+
+
+@dataclass
+class _Generation:
+    initiator: str
+    create_id: int
+    credits: dict[str, int] = field(default_factory=dict)
+    next_sequence_number: int = 0
+
+    def ready(self, nodes: tuple[str, str]) -> int:
+        return min(self.credits.get(node, 0) for node in nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Success:
+    created_at: float
+    attempts: int
+    bell_state: BellState
+
+
+class StationService(Service):
+    """A heralding station between `nodes[0]` and `nodes[1]` (the link's order)."""
+
+    role = "station"
+
+    def __init__(
+        self,
+        name: str,
+        address: ServiceAddress,
+        clock: EmulatedClock,
+        *,
+        link_name: str,
+        nodes: tuple[str, str],
+        physics: LinkPhysics,
+        memories: dict[str, MemoryParameters],
+        broker: str = "broker",
+        seed: int | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(name, address, clock, **kwargs)
+        self.link_name = link_name
+        self.nodes = nodes
+        self.physics = physics
+        self.memories = memories
+        self.broker = broker
+        self.rng = np.random.default_rng(seed)
+        self._generations: OrderedDict[tuple[str, int], _Generation] = OrderedDict()
+        self._wake = asyncio.Event()
+        self._link_free_at = 0.0
+        self.total_attempts = 0
+        self.total_pairs = 0
+        self.handlers[GenerateCredit.msg_type] = self._on_credit
+        self.handlers[GenerateCancel.msg_type] = self._on_cancel
+        labels = {"link": link_name}
+        self.attempts = Counter(
+            "qnemu_link_attempts",
+            "Entanglement attempts made on the link.",
+            ["link"],
+            registry=self.registry,
+        ).labels(**labels)
+        self.pairs = Counter(
+            "qnemu_link_pairs_generated",
+            "Heralded pairs generated on the link.",
+            ["link"],
+            registry=self.registry,
+        ).labels(**labels)
+        Gauge(
+            "qnemu_link_success_probability",
+            "Success probability of one attempt, from the link physics.",
+            ["link"],
+            registry=self.registry,
+        ).labels(**labels).set(physics.success_probability)
+        Gauge(
+            "qnemu_link_expected_fidelity",
+            "Fidelity of a heralded pair at creation, from the link physics.",
+            ["link"],
+            registry=self.registry,
+        ).labels(**labels).set(physics.fidelity)
+        self.active = Gauge(
+            "qnemu_link_active_requests",
+            "Generation requests the station is serving.",
+            ["link"],
+            registry=self.registry,
+        ).labels(**labels)
+
+    async def start(self) -> None:
+        await super().start()
+        self._link_free_at = self.clock.now()
+        self.ready = True
+
+    # ---- requests from the nodes -----------------------------------------------------
+
+    def _on_credit(self, envelope: Envelope, origin: Origin) -> None:
+        credit: GenerateCredit = envelope.body
+        sender = envelope.header.sender
+        problem = self._check_parties(sender, credit.initiator, credit.peer)
+        if problem is None and credit.credits < 0:
+            problem = f"credits must be >= 0, got {credit.credits}"
+        if problem is not None:
+            self.reply(origin, ErrorReply("bad_request", problem), parent_id=envelope.header.msg_id)
+            return
+        key = (credit.initiator, credit.create_id)
+        generation = self._generations.get(key)
+        if generation is None:
+            generation = self._generations[key] = _Generation(credit.initiator, credit.create_id)
+        generation.credits[sender] = generation.credits.get(sender, 0) + credit.credits
+        self.active.set(len(self._generations))
+        self._wake.set()
+
+    def _on_cancel(self, envelope: Envelope, origin: Origin) -> None:
+        cancel: GenerateCancel = envelope.body
+        self._generations.pop((cancel.initiator, cancel.create_id), None)
+        self.active.set(len(self._generations))
+
+    def _check_parties(self, sender: str, initiator: str, peer: str) -> str | None:
+        if sender not in self.nodes:
+            return f"{sender!r} is not an end of link {self.link_name}"
+        if {sender, peer} != set(self.nodes) or initiator not in self.nodes:
+            return f"request between {sender!r} and {peer!r} is not on link {self.link_name}"
+        return None
+
+    # ---- generation ------------------------------------------------------------------
+
+    def _next_generation(self) -> _Generation | None:
+        for generation in self._generations.values():
+            if generation.ready(self.nodes) > 0:
+                return generation
+        return None
+
+    async def main(self) -> None:
+        while True:
+            generation = self._next_generation()
+            if generation is None:
+                self._wake.clear()
+                await self._wake.wait()
+                self._link_free_at = max(self._link_free_at, self.clock.now())
+                continue
+            successes = await self._attempt_until_success(generation)
+            key = (generation.initiator, generation.create_id)
+            if self._generations.get(key) is not generation:
+                continue  # cancelled while we were attempting: those attempts were wasted
+            await self._deliver(generation, successes)
+            self._generations.move_to_end(key)  # round robin: no request starves another
+
+    async def _attempt_until_success(self, generation: _Generation) -> list[_Success]:
+        """Sample the next success, wait for it, and take every further one already due."""
+        period = self.physics.attempt_period_s
+        budget = min(generation.ready(self.nodes), MAX_PAIRS_PER_BATCH)
+        attempts = self.physics.sample_attempts(self.rng)
+        success_at = self._link_free_at + attempts * period
+        await self.clock.sleep_until(success_at)
+        successes = [_Success(success_at, attempts, self.physics.sample_bell_state(self.rng))]
+        now = self.clock.now()
+        while len(successes) < budget:
+            attempts = self.physics.sample_attempts(self.rng)
+            next_at = success_at + attempts * period
+            if next_at > now:
+                break  # memoryless: sampling again from here later is statistically the same
+            success_at = next_at
+            successes.append(
+                _Success(success_at, attempts, self.physics.sample_bell_state(self.rng))
+            )
+        self._link_free_at = success_at
+        return successes
+
+    async def _deliver(self, generation: _Generation, successes: list[_Success]) -> None:
+        node_a, node_b = self.nodes
+        owners = (node_a, node_b)
+        memory_a, memory_b = self.memories[node_a], self.memories[node_b]
+        ops = []
+        for success in successes:
+            state = self.physics.delivered_states[success.bell_state]
+            ops.append(
+                CreatePairOp(
+                    owners=owners,
+                    state_real=state.real.ravel().tolist(),
+                    state_imag=state.imag.ravel().tolist(),
+                    t1_s=(memory_a.t1_s, memory_b.t1_s),
+                    t2_s=(memory_a.t2_s, memory_b.t2_s),
+                )
+            )
+        reply = await self.request(self.broker, OpsRequest(ops))
+        body = reply.body
+        if not isinstance(body, OpsReply) or body.error is not None:
+            log.error("%s: broker refused pairs: %s", self.name, body)
+            return
+        for node in self.nodes:
+            generation.credits[node] -= len(successes)
+        attempts = sum(success.attempts for success in successes)
+        self.attempts.inc(attempts)
+        self.pairs.inc(len(successes))
+        self.total_attempts += attempts
+        self.total_pairs += len(successes)
+        heralds: dict[str, list[HeraldedPair]] = {node_a: [], node_b: []}
+        for success, (qubit_a, qubit_b) in zip(successes, body.results, strict=True):
+            sequence_number = generation.next_sequence_number
+            generation.next_sequence_number += 1
+            common = dict(
+                sequence_number=sequence_number,
+                bell_state=int(success.bell_state),
+                created_at=success.created_at,
+                attempts=success.attempts,
+                fidelity=self.physics.fidelity,
+            )
+            heralds[node_a].append(HeraldedPair(qubit=qubit_a, peer_qubit=qubit_b, **common))
+            heralds[node_b].append(HeraldedPair(qubit=qubit_b, peer_qubit=qubit_a, **common))
+        # One herald message per node per batch, stamped with its last success, so that
+        # no pair reaches a node before the physics would let it.
+        for node, pairs in heralds.items():
+            herald = Herald(generation.initiator, generation.create_id, pairs)
+            self.send(node, herald, sent_at=successes[-1].created_at)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **super().stats(),
+            "link": self.link_name,
+            "attempts": self.total_attempts,
+            "pairs": self.total_pairs,
+            "success_probability": self.physics.success_probability,
+            "expected_fidelity": self.physics.fidelity,
+            "active_requests": len(self._generations),
+        }

@@ -1,0 +1,36 @@
+"""Wire protocol: one msgpack envelope, one frozen dataclass per message type.
+
+`encode(body, sender=..., sent_at=...)` packs; `decode(bytes)` unpacks and validates,
+raising `WireError(reason, ...)` for anything malformed, unknown or oversized.
+Importing this package registers every message type.
+"""
+
+from qnemu.wire import broker, common, control, link
+from qnemu.wire.envelope import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    Envelope,
+    Header,
+    WireError,
+    decode,
+    encode,
+    new_msg_id,
+)
+from qnemu.wire.registry import message_class, message_types
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "PROTOCOL_VERSION",
+    "Envelope",
+    "Header",
+    "WireError",
+    "broker",
+    "common",
+    "control",
+    "decode",
+    "encode",
+    "link",
+    "message_class",
+    "message_types",
+    "new_msg_id",
+]

@@ -1,0 +1,47 @@
+"""Messages every qnemu process understands: errors, liveness, statistics."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from qnemu.wire.registry import message
+
+__all__ = ["ErrorReply", "PingReply", "PingRequest", "StatsReply", "StatsRequest"]
+
+
+@message("error_reply")
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """A request could not be served; `code` is machine-readable, `message` for people."""
+
+    code: str
+    message: str
+
+
+@message("ping_request")
+@dataclass(frozen=True, slots=True)
+class PingRequest:
+    pass
+
+
+@message("ping_reply")
+@dataclass(frozen=True, slots=True)
+class PingReply:
+    name: str
+    role: str
+    pid: int
+    ready: bool
+    emulated_now_s: float
+
+
+@message("stats_request")
+@dataclass(frozen=True, slots=True)
+class StatsRequest:
+    pass
+
+
+@message("stats_reply")
+@dataclass(frozen=True, slots=True)
+class StatsReply:
+    name: str
+    role: str
+    stats: dict[str, Any] = field(default_factory=dict)
