@@ -9,8 +9,10 @@ qnemu broker | station NAME | node NAME --run-dir DIR     (one process; used by 
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -73,8 +75,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 async def _watch(launcher: Launcher, duration_s: float | None) -> None:
-    """Live view until the duration ends, Ctrl-C, or every process is gone; then summary."""
+    """Live view until the duration ends, Ctrl-C/SIGTERM, or every process is gone."""
     plan = launcher.plan
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupted.set)
     started = time.monotonic()
     previous, previous_at = None, started
     links: dict = {}
@@ -89,7 +95,10 @@ async def _watch(launcher: Launcher, duration_s: float | None) -> None:
                 if len(launcher.dead_processes()) == len(launcher.processes):
                     console.print("[red]every process has exited")
                     break
-                await asyncio.sleep(1.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(interrupted.wait(), 1.0)
+                if interrupted.is_set():
+                    break
             stats = await collect_stats(client, plan)
             links = link_figures(plan, stats, None, 0.0)
     elapsed = time.monotonic() - started

@@ -162,7 +162,7 @@ def check_target(target: np.ndarray, dim: int) -> tuple[bool, np.ndarray]:
 
 def parse_gate(name: str, angle: float | None) -> tuple[str, int, float | None]:
     """(canonical name, number of qubits, angle or None)."""
-    arity = _GATE_ARITY.get(name)
+    arity = _GATE_ARITY.get(name) if type(name) is str else None
     if arity is None:
         canonical = name.upper() if type(name) is str else None
         arity = _GATE_ARITY.get(canonical)
@@ -211,8 +211,15 @@ def parse_qubits(qubits: Sequence[int], count: int | None = None) -> list:
         raise StoreError("bad_parameter", f"expected {count} qubit(s), got {len(qubits)}")
     if not qubits:
         raise StoreError("bad_parameter", "no qubits given")
-    if len(qubits) > 1 and len(set(qubits)) != len(qubits):
-        raise StoreError("duplicate_qubit", f"qubits must be distinct, got {qubits}")
+    if len(qubits) > 1:
+        try:
+            distinct = len(set(qubits))
+        except TypeError:
+            raise StoreError(
+                "bad_parameter", f"qubit handles are integers, got {qubits!r}"
+            ) from None
+        if distinct != len(qubits):
+            raise StoreError("duplicate_qubit", f"qubits must be distinct, got {qubits}")
     return qubits
 
 
@@ -333,13 +340,16 @@ def _fidelity(rho: np.ndarray, is_vector: bool, target: np.ndarray) -> float:
     return float(np.sum(np.sqrt(np.clip(inner, 0.0, None))) ** 2)
 
 
+def _constant(matrix: list) -> np.ndarray:
+    array = np.array(matrix, dtype=complex)
+    array.flags.writeable = False  # shared: groups get copies, which they update in place
+    return array
+
+
 _EIGENSTATES = {  # basis -> (|e0><e0|, |e1><e1|) after measuring; outcome 0 = +1 eigenstate
-    "Z": ([[1, 0], [0, 0]], [[0, 0], [0, 1]]),
-    "X": ([[0.5, 0.5], [0.5, 0.5]], [[0.5, -0.5], [-0.5, 0.5]]),
-    "Y": ([[0.5, -0.5j], [0.5j, 0.5]], [[0.5, 0.5j], [-0.5j, 0.5]]),
-}
-_EIGENSTATES = {
-    b: tuple(np.array(m, dtype=complex) for m in pair) for b, pair in _EIGENSTATES.items()
+    "Z": (_constant([[1, 0], [0, 0]]), _constant([[0, 0], [0, 1]])),
+    "X": (_constant([[0.5, 0.5], [0.5, 0.5]]), _constant([[0.5, -0.5], [-0.5, 0.5]])),
+    "Y": (_constant([[0.5, -0.5j], [0.5j, 0.5]]), _constant([[0.5, 0.5j], [-0.5j, 0.5]])),
 }
 # V with V†|0> = |e0>: measuring Z after V measures the basis.
 _BASIS_CHANGE = {"X": H, "Y": H @ S.conj().T}
@@ -347,7 +357,7 @@ _BASIS_CHANGE_KEY = {basis: f"M{basis}" for basis in _BASIS_CHANGE}
 _FIXED_OPERATORS = {
     **SINGLE_QUBIT_GATES,
     **TWO_QUBIT_GATES,
-    **{f"M{b}": v for b, v in _BASIS_CHANGE.items()},
+    **{_BASIS_CHANGE_KEY[basis]: change for basis, change in _BASIS_CHANGE.items()},
 }
 # A Bell-state measurement's CNOT a→b then H on a, as one operator.
 _FIXED_OPERATORS["BSM"] = np.kron(H, np.eye(2)) @ TWO_QUBIT_GATES["CNOT"]
@@ -586,7 +596,7 @@ class StateStore:
         import qutip  # only inspection needs qutip; keep it off the broker's start-up path
 
         rho = self.reduced_state(qubits, now_s)
-        count = len(qubits)
+        count = rho.shape[0].bit_length() - 1
         return qutip.Qobj(rho, dims=[[2] * count, [2] * count])
 
     # --- internals ----------------------------------------------------------------------
