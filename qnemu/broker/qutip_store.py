@@ -12,7 +12,7 @@ import numpy as np
 import qutip
 from qutip import Qobj, basis, expand_operator, gates, ket2dm, tensor
 
-from qnemu.broker.store import (
+from qnemu.broker.checks import (
     StoreError,
     check_density_matrix,
     check_memory_times,

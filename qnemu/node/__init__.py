@@ -1,1 +1,12 @@
-"""TODO"""
+"""A quantum network node: one asyncio process per node.
+
+Owns: a quantum memory of qubit *handles* (`memory.py`), the link layer towards each
+neighbour (`requests.py`: credits, halves, pair assembly; `service.py`: the messages),
+and control for clients (entangle, measure, free). Never touches amplitudes: every
+quantum operation is a request to the state broker.
+"""
+
+from qnemu.node.memory import HeldQubit, QuantumMemory
+from qnemu.node.service import Neighbour, NodeService
+
+__all__ = ["HeldQubit", "Neighbour", "NodeService", "QuantumMemory"]
