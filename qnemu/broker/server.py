@@ -36,6 +36,10 @@ __all__ = ["BrokerService"]
 log = logging.getLogger(__name__)
 
 REQUEST_SECONDS_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
+OP_SECONDS_BUCKETS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 1e-2)
+# Timing an op costs about as much as a small op: time all of small batches, sample big ones.
+TIME_EVERY_OP_UP_TO = 16
+LATENCY_SAMPLE_EVERY = 16
 
 
 def _matrix(real: list[float], imag: list[float], size: int) -> np.ndarray:
@@ -83,6 +87,28 @@ class BrokerService(Service):
             buckets=REQUEST_SECONDS_BUCKETS,
             registry=registry,
         )
+        op_seconds = Histogram(
+            "qnemu_broker_operation_seconds",
+            "Wall seconds to execute one operation, by type (every op of small batches, "
+            "one in 16 of large ones).",
+            ["op"],
+            buckets=OP_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self._op_seconds = {
+            name: op_seconds.labels(op=name)
+            for name in (
+                "alloc",
+                "free",
+                "gate",
+                "measure",
+                "bell_measure",
+                "create_pair",
+                "noise",
+                "reduced_state",
+                "fidelity",
+            )
+        }
         groups = Gauge(
             "qnemu_broker_state_groups", "Independent state groups held.", registry=registry
         )
@@ -116,9 +142,15 @@ class BrokerService(Service):
         results: list[Any] = []
         tally: Tally[str] = Tally()
         error = None
+        timed = len(request.ops) <= TIME_EVERY_OP_UP_TO
         for index, op in enumerate(request.ops):
             try:
-                results.append(self._executors[type(op)](op, owner, now_s))
+                if timed or index % LATENCY_SAMPLE_EVERY == 0:
+                    started = time.perf_counter()
+                    results.append(self._executors[type(op)](op, owner, now_s))
+                    self._op_seconds[op.op].observe(time.perf_counter() - started)
+                else:
+                    results.append(self._executors[type(op)](op, owner, now_s))
             except StoreError as refused:
                 error = OpError(index, refused.code, refused.message)
             except ValueError as refused:
@@ -192,4 +224,5 @@ class BrokerService(Service):
             target = np.asarray(op.target_real) + 1j * np.asarray(op.target_imag)
         else:
             target = _matrix(op.target_real, op.target_imag, size)
-        return float(self.store.fidelity(op.qubits, target, now_s))
+        fidelity = float(self.store.fidelity(op.qubits, target, now_s))
+        return min(1.0, max(0.0, fidelity))  # rounding can leave it 1e-16 outside

@@ -377,12 +377,12 @@ class NodeService(Service):
             halves = await self._measure_halves(herald, now)
         else:
             halves = await self._keep_halves(request, herald, now)
-        if request.type == "measure" or not request.finished:
-            self._grant_credits(request)
+        if request.finished:  # ended while we were asking the broker: let the halves go
+            await self._free_held([half.qubit for half in halves if half.qubit is not None])
+            return
+        self._grant_credits(request)
         for pair, half in zip(herald.pairs, halves, strict=True):
             if request.initiator == self.name:
-                if request.finished:
-                    break
                 request.local[pair.sequence_number] = half
                 self._try_deliver(request, pair.sequence_number)
             else:
