@@ -207,7 +207,11 @@ class BrokerService(Service):
                 "not_owner",
                 f"{owner!r} may not create a pair for {op.owners[0]!r}, {op.owners[1]!r}",
             )
-        state = _matrix(op.state_real, op.state_imag, 4)
+        if len(op.state) != 16 * 16:
+            raise StoreError(
+                "bad_state", f"state must be 256 bytes (16 complex128), got {len(op.state)}"
+            )
+        state = np.frombuffer(op.state, dtype="<c16").reshape(4, 4)
         qubits = self.store.create_pair(op.owners, state, now_s, t1_s=op.t1_s, t2_s=op.t2_s)
         return list(qubits)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qnemu.client import QnemuClient
+from qnemu.launch.monitoring import write_prometheus_files
 from qnemu.launch.plan import RunPlan, make_plan
 from qnemu.launch.rundir import STATUS_FILE, process_alive, read_status, write_json
 from qnemu.topology import Topology
@@ -44,6 +45,7 @@ class Launcher:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.run_dir / "topology.yaml").write_text(self.topology.to_yaml())
         self.plan.write(self.run_dir)
+        write_prometheus_files(self.run_dir, self.plan)
         for process in self.plan.processes:
             command = [sys.executable, "-m", "qnemu", process.role]
             if process.role != "broker":

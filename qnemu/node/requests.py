@@ -12,7 +12,7 @@ from typing import Protocol
 
 from qnemu.physics.bell import BellState
 from qnemu.wire.control import EntangleDone, EntangleErr, EntangleOk
-from qnemu.wire.link import PairReport
+from qnemu.wire.link import ReportedHalf
 
 __all__ = [
     "BASES",
@@ -88,7 +88,7 @@ class LinkRequest:
     heralded: int = 0  # pairs heralded at this end
     delivered: int = 0  # OKs given (initiator)
     local: dict[int, LocalHalf] = field(default_factory=dict)
-    remote: dict[int, PairReport] = field(default_factory=dict)
+    remote: dict[int, ReportedHalf] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, int]:

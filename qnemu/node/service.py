@@ -44,6 +44,7 @@ from qnemu.wire.link import (
     GenerateCredit,
     Herald,
     PairReport,
+    ReportedHalf,
     RequestEnd,
 )
 
@@ -246,11 +247,15 @@ class NodeService(Service):
         report: PairReport = envelope.body
         request = self.requests.get((self.name, report.create_id))
         if request is None or request.finished:
-            if report.qubit is not None:  # the peer still holds a half nobody will use
-                self.send(envelope.header.sender, FreeRequest([report.qubit]))
+            stale = [half.qubit for half in report.halves if half.qubit is not None]
+            if stale:  # the peer still holds halves nobody will use
+                self.send(envelope.header.sender, FreeRequest(stale))
             return
-        request.remote[report.sequence_number] = report
-        self._try_deliver(request, report.sequence_number)
+        for half in report.halves:
+            request.remote[half.sequence_number] = half
+            self._try_deliver(request, half.sequence_number)
+            if request.finished:
+                break
 
     def _try_deliver(self, request: LinkRequest, sequence_number: int) -> None:
         pair = request.assemble(sequence_number, self.name, request.peer)
@@ -381,20 +386,29 @@ class NodeService(Service):
             await self._free_held([half.qubit for half in halves if half.qubit is not None])
             return
         self._grant_credits(request)
-        for pair, half in zip(herald.pairs, halves, strict=True):
-            if request.initiator == self.name:
+        if request.initiator == self.name:
+            leftovers = []
+            for pair, half in zip(herald.pairs, halves, strict=True):
+                if request.finished:  # completed part-way through this herald
+                    if half.qubit is not None:
+                        leftovers.append(half.qubit)
+                    continue
                 request.local[pair.sequence_number] = half
                 self._try_deliver(request, pair.sequence_number)
-            else:
-                report = PairReport(
-                    create_id=request.create_id,
+            if leftovers:
+                await self._free_held(leftovers)
+        else:
+            reported = [
+                ReportedHalf(
                     sequence_number=pair.sequence_number,
                     delivered_at=half.delivered_at,
                     qubit=half.qubit,
                     outcome=half.outcome,
                     basis=half.basis,
                 )
-                self.send(request.initiator, report)
+                for pair, half in zip(herald.pairs, halves, strict=True)
+            ]
+            self.send(request.initiator, PairReport(request.create_id, reported))
 
     async def _measure_halves(self, herald: Herald, now: float) -> list[LocalHalf]:
         request = self.requests.get((herald.initiator, herald.create_id))

@@ -85,8 +85,14 @@ class Service:
         }
         self.ready = False
         self._context = zmq.asyncio.Context()
+        # Each socket twice: the asyncio one only to wait for input, a synchronous shadow
+        # of the same socket for every send and receive (no Future per message).
         self._router: zmq.asyncio.Socket | None = None
-        self._dealers: dict[str, zmq.Socket] = {}
+        self._router_io: zmq.Socket | None = None
+        self._dealers: dict[str, zmq.asyncio.Socket] = {}
+        self._dealers_io: dict[str, zmq.Socket] = {}
+        self._io_of: dict[zmq.asyncio.Socket, zmq.Socket] = {}
+        self._counted: dict[tuple[str, str], Any] = {}
         self._pending: dict[str, asyncio.Future] = {}
         self._due: list[tuple[float, int, Envelope, Origin]] = []
         self._due_changed = asyncio.Event()
@@ -107,6 +113,7 @@ class Service:
         router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted peer takes its identity back
         router.bind(self.address.endpoint)
         self._router = router
+        self._router_io = self._io_of[router] = zmq.Socket.shadow(router.underlying)
         for peer, endpoint in self.peer_endpoints.items():
             self.connect(peer, endpoint)
         if self.address.metrics_port is not None:
@@ -156,6 +163,8 @@ class Service:
             if socket is not None:
                 socket.close(linger=0)
         self._dealers.clear()
+        self._dealers_io.clear()
+        self._io_of.clear()
         self._context.term()
 
     def spawn(self, coroutine: Awaitable[Any]) -> asyncio.Task:
@@ -183,6 +192,7 @@ class Service:
         dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         dealer.connect(endpoint)
         self._dealers[peer] = dealer
+        self._dealers_io[peer] = self._io_of[dealer] = zmq.Socket.shadow(dealer.underlying)
         self.peer_endpoints[peer] = endpoint
 
     def send(
@@ -202,13 +212,13 @@ class Service:
         stamp = self.clock.now() if sent_at is None else sent_at
         data = encode(body, sender=self.name, sent_at=stamp, parent_id=parent_id, msg_id=msg_id)
         try:
-            self._dealers[peer].send(data, zmq.NOBLOCK)
+            self._dealers_io[peer].send(data, zmq.NOBLOCK)
         except KeyError:
             raise ValueError(f"{self.name}: no connection to {peer!r}") from None
         except zmq.Again:
             self.metrics.rejected.labels(reason="send_queue_full").inc()
             log.warning("%s: queue to %s full, dropped %s", self.name, peer, body.msg_type)
-        self.metrics.messages.labels(direction="out", msg_type=body.msg_type).inc()
+        self._count("out", body.msg_type)
         return msg_id
 
     def reply(self, origin: Origin, body: Any, *, parent_id: str | None) -> None:
@@ -218,7 +228,14 @@ class Service:
             origin.socket.send_multipart(frames, zmq.NOBLOCK)
         except zmq.ZMQError as error:  # peer gone (ROUTER_MANDATORY off) or queue full
             log.debug("%s: reply dropped: %s", self.name, error)
-        self.metrics.messages.labels(direction="out", msg_type=body.msg_type).inc()
+        self._count("out", body.msg_type)
+
+    def _count(self, direction: str, msg_type: str) -> None:
+        counter = self._counted.get((direction, msg_type))
+        if counter is None:
+            counter = self.metrics.messages.labels(direction=direction, msg_type=msg_type)
+            self._counted[(direction, msg_type)] = counter
+        counter.inc()
 
     async def request(self, peer: str, body: Any, *, timeout_s: float = 30.0) -> Envelope:
         """Send and wait for the message whose parent_id is ours (wall-clock timeout)."""
@@ -243,15 +260,15 @@ class Service:
                     known.add(dealer)
             events = await poller.poll(timeout=200)
             for socket, _ in events:
-                await self._drain(socket)
+                await self._drain(self._io_of[socket])
 
-    async def _drain(self, socket: zmq.asyncio.Socket, batch: int = 1000) -> None:
+    async def _drain(self, socket: zmq.Socket, batch: int = 1000) -> None:
         for _ in range(batch):
             try:
-                frames = await socket.recv_multipart(zmq.NOBLOCK)
+                frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if socket is self._router:
+            if socket is self._router_io:
                 if len(frames) != 2:
                     self._reject(None, WireError("malformed", f"{len(frames) - 1} frames"))
                     continue
@@ -277,7 +294,7 @@ class Service:
                 envelope.header.msg_id,
             )
             return
-        self.metrics.messages.labels(direction="in", msg_type=envelope.header.msg_type).inc()
+        self._count("in", envelope.header.msg_type)
         pending = self._pending.get(envelope.parent_id) if envelope.parent_id else None
         if pending is not None:
             if not pending.done():

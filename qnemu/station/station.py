@@ -84,6 +84,10 @@ class StationService(Service):
         self.memories = memories
         self.broker = broker
         self.rng = np.random.default_rng(seed)
+        self._state_bytes = {
+            state: np.ascontiguousarray(physics.delivered_state(state), dtype="<c16").tobytes()
+            for state in physics.herald_bell_states
+        }
         self._generations: OrderedDict[tuple[str, int], _Generation] = OrderedDict()
         self._wake = asyncio.Event()
         self._link_free_at = 0.0
@@ -209,12 +213,10 @@ class StationService(Service):
         memory_a, memory_b = self.memories[node_a], self.memories[node_b]
         ops = []
         for success in successes:
-            state = self.physics.delivered_states[success.bell_state]
             ops.append(
                 CreatePairOp(
                     owners=owners,
-                    state_real=state.real.ravel().tolist(),
-                    state_imag=state.imag.ravel().tolist(),
+                    state=self._state_bytes[success.bell_state],
                     t1_s=(memory_a.t1_s, memory_b.t1_s),
                     t2_s=(memory_a.t2_s, memory_b.t2_s),
                 )

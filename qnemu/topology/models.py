@@ -3,12 +3,13 @@
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-import networkx as nx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
 if TYPE_CHECKING:
+    import networkx as nx
+
     from qnemu.physics.links import LinkPhysics
 
 __all__ = [
@@ -232,8 +233,10 @@ class Topology(_Strict):
         """Every heralding station with the link it serves (one per link)."""
         return [(link.station_name, link) for link in self.links]
 
-    def graph(self) -> nx.Graph:
+    def graph(self) -> "nx.Graph":
         """The network as a graph: node attribute `config`, edge attributes `length_km`, `link`."""
+        import networkx as nx  # imported here: node processes never need it
+
         graph = nx.Graph(name=self.name)
         for name, config in self.nodes.items():
             graph.add_node(name, config=config)

@@ -86,11 +86,14 @@ class BellMeasureOp:
 @nested
 @dataclass(frozen=True, slots=True)
 class CreatePairOp:
-    """Create two qubits (owned by `owners`) in a 4x4 density matrix given row-major."""
+    """Create two qubits (owned by `owners`) in a 4x4 density matrix.
+
+    `state` is the matrix row-major as 16 little-endian complex128 (256 bytes): stations
+    send hundreds per batch, and bytes cost nothing to validate.
+    """
 
     owners: tuple[str, str]
-    state_real: list[float]
-    state_imag: list[float]
+    state: bytes
     op: Literal["create_pair"] = "create_pair"
     t1_s: tuple[float | None, float | None] = (None, None)
     t2_s: tuple[float | None, float | None] = (None, None)

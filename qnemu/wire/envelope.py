@@ -82,19 +82,17 @@ def _field_names(cls: type) -> tuple[str, ...] | None:
 
 
 def _to_wire(value: Any) -> Any:
-    """Dataclasses become maps (recursively); everything else must already be msgpack-able."""
-    if isinstance(value, str | int | float | bool | bytes | None):
-        return value
-    if isinstance(value, list | tuple):
-        return [_to_wire(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _to_wire(item) for key, item in value.items()}
+    """msgpack's hook for what it cannot pack itself: dataclasses become maps, numpy
+    scalars plain numbers. (msgpack walks lists, tuples and dicts in C.)"""
+    names = _field_names(type(value))
+    if names is not None:
+        return {name: getattr(value, name) for name in names}
     if isinstance(value, np.generic):
         return value.item()
-    names = _field_names(type(value))
-    if names is None:
-        raise TypeError(f"cannot put {type(value).__name__} on the wire")
-    return {name: _to_wire(getattr(value, name)) for name in names}
+    raise TypeError(f"cannot put {type(value).__name__} on the wire")
+
+
+_PACKER = msgpack.Packer(default=_to_wire, use_bin_type=True, autoreset=True)
 
 
 def encode(
@@ -118,9 +116,9 @@ def encode(
             "version": PROTOCOL_VERSION,
         },
         "parent_id": parent_id,
-        "body": _to_wire(body),
+        "body": body,
     }
-    data = msgpack.packb(envelope, use_bin_type=True)
+    data = _PACKER.pack(envelope)
     if len(data) > MAX_MESSAGE_BYTES:
         raise WireError("oversized", f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     return data

@@ -18,6 +18,7 @@ __all__ = [
     "Herald",
     "HeraldedPair",
     "PairReport",
+    "ReportedHalf",
     "RequestEnd",
 ]
 
@@ -59,18 +60,25 @@ class RequestEnd:
     reason: str
 
 
-@message("pair_report")
+@nested
 @dataclass(frozen=True, slots=True)
-class PairReport:
-    """Peer → initiator: my half of one pair, as delivered at my end."""
+class ReportedHalf:
+    """The peer's half of one pair, as delivered at its end."""
 
-    create_id: int
     sequence_number: int
     delivered_at: float
     qubit: int | None = None
     outcome: int | None = None
     basis: str | None = None
-    expired: bool = False
+
+
+@message("pair_report")
+@dataclass(frozen=True, slots=True)
+class PairReport:
+    """Peer → initiator: my halves of the pairs of one herald."""
+
+    create_id: int
+    halves: list[ReportedHalf]
 
 
 @message("generate_credit")

@@ -1,7 +1,7 @@
 import math
 
 from qnemu.node.requests import MEASURE_WINDOW, LinkRequest, LocalHalf, validate_request
-from qnemu.wire.link import PairReport
+from qnemu.wire.link import ReportedHalf
 
 
 def make(**overrides) -> LinkRequest:
@@ -65,9 +65,7 @@ def test_assemble_joins_both_halves_once():
     )
     request.local[0] = half
     assert request.assemble(0, "a", "b") is None  # the peer's half has not arrived
-    request.remote[0] = PairReport(
-        create_id=7, sequence_number=0, delivered_at=1.1, outcome=1, basis="Z"
-    )
+    request.remote[0] = ReportedHalf(sequence_number=0, delivered_at=1.1, outcome=1, basis="Z")
     pair = request.assemble(0, "a", "b")
     assert pair.bell_state == "psi+"
     assert pair.outcomes == (0, 1) and pair.bases == ("Z", "Z")
