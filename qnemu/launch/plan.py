@@ -23,6 +23,7 @@ __all__ = [
     "RunPlan",
     "arm_lengths_km",
     "free_port",
+    "free_ports",
     "make_plan",
     "process_seed",
 ]
@@ -83,9 +84,22 @@ class RunPlan(BaseModel):
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port the OS says is free now (tiny race with other programs, as usual)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free ports: every probe stays open until all are chosen, so the
+    OS cannot hand the same port out twice."""
+    probes = []
+    try:
+        for _ in range(count):
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probes.append(probe)
+            probe.bind((host, 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def make_plan(topology: Topology, *, host: str = "127.0.0.1", epoch_wall_s: float | None = None):
@@ -99,13 +113,14 @@ def make_plan(topology: Topology, *, host: str = "127.0.0.1", epoch_wall_s: floa
         roles.append("node")
     if names.count(BROKER_NAME) > 1:
         raise ValueError(f"the name {BROKER_NAME!r} is reserved for the state broker")
+    ports = iter(free_ports(2 * len(names), host))
     processes = [
         ProcessPlan(
             name=name,
             role=role,
-            endpoint=f"tcp://{host}:{free_port(host)}",
+            endpoint=f"tcp://{host}:{next(ports)}",
             metrics_host=host,
-            metrics_port=free_port(host),
+            metrics_port=next(ports),
         )
         for name, role in zip(names, roles, strict=True)
     ]
