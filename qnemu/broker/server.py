@@ -212,7 +212,10 @@ class BrokerService(Service):
                 "bad_state", f"state must be 256 bytes (16 complex128), got {len(op.state)}"
             )
         state = np.frombuffer(op.state, dtype="<c16").reshape(4, 4)
-        qubits = self.store.create_pair(op.owners, state, now_s, t1_s=op.t1_s, t2_s=op.t2_s)
+        # A heralded pair decoheres from its success time, which is earlier than the batch
+        # that carries it; never later than the request itself.
+        created_at = now_s if op.created_at is None else min(op.created_at, now_s)
+        qubits = self.store.create_pair(op.owners, state, created_at, t1_s=op.t1_s, t2_s=op.t2_s)
         return list(qubits)
 
     def _noise(self, op: NoiseOp, owner: str, now_s: float) -> None:

@@ -137,11 +137,7 @@ def stop_pids(
         child = children.get(name)
         if child is not None:
             return child.poll() is None
-        try:
-            os.kill(pids[name], 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return pid_running(pids[name])
 
     for name, pid in pids.items():
         if alive(name):
@@ -159,6 +155,15 @@ def stop_pids(
         child = children.get(name)
         codes[name] = child.wait(timeout=5) if child is not None else None
     return codes
+
+
+def pid_running(pid: int) -> bool:
+    """True if the pid runs; a zombie (exited, not yet reaped by its parent) does not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def stop_run(run_dir: Path, grace_s: float = STOP_GRACE_S) -> list[str]:

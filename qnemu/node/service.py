@@ -368,6 +368,14 @@ class NodeService(Service):
     async def _on_herald(self, envelope: Envelope, origin: Origin) -> None:
         herald: Herald = envelope.body
         request = self.requests.get((herald.initiator, herald.create_id))
+        sender = envelope.header.sender
+        expected = {n.station for n in self.neighbours.values()}
+        if request is not None:
+            expected = {self.neighbours[request.peer].station}
+        if sender not in expected:
+            message = f"{sender!r} is not the station of this request ({', '.join(expected)})"
+            self.reply(origin, ErrorReply("not_station", message), parent_id=envelope.header.msg_id)
+            return
         qubits = [pair.qubit for pair in herald.pairs]
         if request is None or request.finished:  # ended while the pairs were in flight
             await self._broker_ops([FreeOp(qubit) for qubit in qubits])

@@ -269,8 +269,9 @@ class Service:
             except zmq.Again:
                 return
             if socket is self._router_io:
-                if len(frames) != 2:
-                    self._reject(None, WireError("malformed", f"{len(frames) - 1} frames"))
+                if len(frames) != 2:  # frames[0] is the sender's identity: answer it
+                    error = WireError("malformed", f"expected 1 frame, got {len(frames) - 1}")
+                    self._reject(Origin(socket, frames[0]), error)
                     continue
                 self._accept(frames[1], Origin(socket, frames[0]))
             else:

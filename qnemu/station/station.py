@@ -184,7 +184,8 @@ class StationService(Service):
             if self._generations.get(key) is not generation:
                 continue  # cancelled while we were attempting: those attempts were wasted
             await self._deliver(generation, successes)
-            self._generations.move_to_end(key)  # round robin: no request starves another
+            if key in self._generations:  # it may have been cancelled meanwhile
+                self._generations.move_to_end(key)  # round robin: no request starves another
 
     async def _attempt_until_success(self, generation: _Generation) -> list[_Success]:
         """Sample the next success, wait for it, and take every further one already due."""
@@ -217,6 +218,7 @@ class StationService(Service):
                 CreatePairOp(
                     owners=owners,
                     state=self._state_bytes[success.bell_state],
+                    created_at=success.created_at,
                     t1_s=(memory_a.t1_s, memory_b.t1_s),
                     t2_s=(memory_a.t2_s, memory_b.t2_s),
                 )

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from qnemu.wire.registry import message, nested
+from qnemu.wire.registry import Bool, Bytes, Float, Int, Str, message, nested
 
 __all__ = [
     "AllocOp",
@@ -36,14 +36,14 @@ class AllocOp:
     """Allocate a qubit in |0>; result: its handle."""
 
     op: Literal["alloc"] = "alloc"
-    t1_s: float | None = None
-    t2_s: float | None = None
+    t1_s: Float | None = None
+    t2_s: Float | None = None
 
 
 @nested
 @dataclass(frozen=True, slots=True)
 class FreeOp:
-    qubit: int
+    qubit: Int
     op: Literal["free"] = "free"
 
 
@@ -52,11 +52,11 @@ class FreeOp:
 class GateOp:
     """Apply a named gate (X Y Z H S T RX RY RZ CNOT CZ), then its depolarising noise."""
 
-    gate: str
-    qubits: list[int]
+    gate: Str
+    qubits: list[Int]
     op: Literal["gate"] = "gate"
-    angle: float | None = None
-    depolar_prob: float = 0.0
+    angle: Float | None = None
+    depolar_prob: Float = 0.0
 
 
 @nested
@@ -64,11 +64,11 @@ class GateOp:
 class MeasureOp:
     """Measure in basis Z, X or Y; result: the outcome bit as read out."""
 
-    qubit: int
-    basis: str = "Z"
+    qubit: Int
+    basis: Str = "Z"
     op: Literal["measure"] = "measure"
-    readout_error: tuple[float, float] = (0.0, 0.0)
-    free: bool = False
+    readout_error: tuple[Float, Float] = (0.0, 0.0)
+    free: Bool = False
 
 
 @nested
@@ -76,11 +76,11 @@ class MeasureOp:
 class BellMeasureOp:
     """Bell-state measurement of two qubits; result: the BellState value (x_bit << 1 | z_bit)."""
 
-    qubits: tuple[int, int]
+    qubits: tuple[Int, Int]
     op: Literal["bell_measure"] = "bell_measure"
-    depolar_prob: float = 0.0
-    readout_error: tuple[float, float] = (0.0, 0.0)
-    free: bool = True
+    depolar_prob: Float = 0.0
+    readout_error: tuple[Float, Float] = (0.0, 0.0)
+    free: Bool = True
 
 
 @nested
@@ -92,11 +92,12 @@ class CreatePairOp:
     send hundreds per batch, and bytes cost nothing to validate.
     """
 
-    owners: tuple[str, str]
-    state: bytes
+    owners: tuple[Str, Str]
+    state: Bytes
     op: Literal["create_pair"] = "create_pair"
-    t1_s: tuple[float | None, float | None] = (None, None)
-    t2_s: tuple[float | None, float | None] = (None, None)
+    created_at: Float | None = None  # emulated s the pair came into being; default: the request's
+    t1_s: tuple[Float | None, Float | None] = (None, None)
+    t2_s: tuple[Float | None, Float | None] = (None, None)
 
 
 @nested
@@ -104,9 +105,9 @@ class CreatePairOp:
 class NoiseOp:
     """Apply a named channel: depolarise, dephase or amplitude_damp."""
 
-    channel: str
-    qubits: list[int]
-    parameter: float
+    channel: Str
+    qubits: list[Int]
+    parameter: Float
     op: Literal["noise"] = "noise"
 
 
@@ -115,7 +116,7 @@ class NoiseOp:
 class ReducedStateOp:
     """Oracle: the reduced density matrix of some qubits; result: [real, imag] row-major."""
 
-    qubits: list[int]
+    qubits: list[Int]
     op: Literal["reduced_state"] = "reduced_state"
 
 
@@ -124,9 +125,9 @@ class ReducedStateOp:
 class FidelityOp:
     """Oracle: fidelity of some qubits' reduced state with a target vector (row-major)."""
 
-    qubits: list[int]
-    target_real: list[float]
-    target_imag: list[float]
+    qubits: list[Int]
+    target_real: list[Float]
+    target_imag: list[Float]
     op: Literal["fidelity"] = "fidelity"
 
 
@@ -153,9 +154,9 @@ class OpsRequest:
 @nested
 @dataclass(frozen=True, slots=True)
 class OpError:
-    index: int
-    code: str
-    message: str
+    index: Int
+    code: Str
+    message: Str
 
 
 @message("ops_reply")

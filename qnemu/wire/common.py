@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Any
 
-from qnemu.wire.registry import message
+from qnemu.wire.registry import Bool, Float, Int, Str, message
 
 __all__ = ["ErrorReply", "PingReply", "PingRequest", "StatsReply", "StatsRequest"]
 
@@ -13,8 +13,8 @@ __all__ = ["ErrorReply", "PingReply", "PingRequest", "StatsReply", "StatsRequest
 class ErrorReply:
     """A request could not be served; `code` is machine-readable, `message` for people."""
 
-    code: str
-    message: str
+    code: Str
+    message: Str
 
 
 @message("ping_request")
@@ -26,11 +26,11 @@ class PingRequest:
 @message("ping_reply")
 @dataclass(frozen=True, slots=True)
 class PingReply:
-    name: str
-    role: str
-    pid: int
-    ready: bool
-    emulated_now_s: float
+    name: Str
+    role: Str
+    pid: Int
+    ready: Bool
+    emulated_now_s: Float
 
 
 @message("stats_request")
@@ -42,6 +42,6 @@ class StatsRequest:
 @message("stats_reply")
 @dataclass(frozen=True, slots=True)
 class StatsReply:
-    name: str
-    role: str
+    name: Str
+    role: Str
     stats: dict[str, Any] = field(default_factory=dict)

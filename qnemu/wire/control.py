@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from qnemu.wire.registry import message
+from qnemu.wire.registry import Float, Int, Str, message
 
 __all__ = [
     "EntangleDone",
@@ -21,12 +21,12 @@ __all__ = [
 class EntangleRequest:
     """A link-layer CREATE asked of the node that receives it (the initiator)."""
 
-    remote_node_id: str
-    number: int = 1
-    minimum_fidelity: float = 0.0
-    max_time_s: float = 10.0
-    type: str = "keep"  # keep | measure
-    basis: str = "random"  # for measure: Z, X, Y or random
+    remote_node_id: Str
+    number: Int = 1
+    minimum_fidelity: Float = 0.0
+    max_time_s: Float = 10.0
+    type: Str = "keep"  # keep | measure
+    basis: Str = "random"  # for measure: Z, X, Y or random
 
 
 @message("entangle_ok")
@@ -34,18 +34,18 @@ class EntangleRequest:
 class EntangleOk:
     """One delivered pair (the link layer's OK)."""
 
-    create_id: int
-    sequence_number: int
-    src: str
-    dst: str
-    bell_state: str
-    fidelity: float  # oracle fidelity to bell_state when delivered at the initiator
-    created_at: float
-    delivered_at: float
-    attempts: int
-    qubits: tuple[int, int] | None = None  # keep: (src half, dst half)
-    outcomes: tuple[int, int] | None = None  # measure: (src, dst)
-    bases: tuple[str, str] | None = None
+    create_id: Int
+    sequence_number: Int
+    src: Str
+    dst: Str
+    bell_state: Str
+    fidelity: Float  # oracle fidelity to bell_state when delivered at the initiator
+    created_at: Float
+    delivered_at: Float
+    attempts: Int
+    qubits: tuple[Int, Int] | None = None  # keep: (src half, dst half)
+    outcomes: tuple[Int, Int] | None = None  # measure: (src, dst)
+    bases: tuple[Str, Str] | None = None
 
 
 @message("entangle_err")
@@ -53,17 +53,17 @@ class EntangleOk:
 class EntangleErr:
     """The link layer's ERR: UNSUPP, NOTIME, NORES, TIMEOUT, EXPIRE, DENIED, ..."""
 
-    create_id: int
-    error_code: str
-    message: str
-    delivered: int = 0
+    create_id: Int
+    error_code: Str
+    message: Str
+    delivered: Int = 0
 
 
 @message("entangle_done")
 @dataclass(frozen=True, slots=True)
 class EntangleDone:
-    create_id: int
-    delivered: int
+    create_id: Int
+    delivered: Int
 
 
 @message("measure_request")
@@ -71,24 +71,24 @@ class EntangleDone:
 class MeasureRequest:
     """Measure a qubit this node holds (e.g. a kept pair half)."""
 
-    qubit: int
-    basis: str = "Z"
+    qubit: Int
+    basis: Str = "Z"
 
 
 @message("measure_reply")
 @dataclass(frozen=True, slots=True)
 class MeasureReply:
-    qubit: int
-    outcome: int
+    qubit: Int
+    outcome: Int
 
 
 @message("free_request")
 @dataclass(frozen=True, slots=True)
 class FreeRequest:
-    qubits: list[int]
+    qubits: list[Int]
 
 
 @message("free_reply")
 @dataclass(frozen=True, slots=True)
 class FreeReply:
-    freed: int
+    freed: Int

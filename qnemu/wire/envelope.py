@@ -14,6 +14,7 @@ receivers use as the `reason` label of `qnemu_wire_rejected_messages_total`.
 import dataclasses
 import functools
 import itertools
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -124,6 +125,10 @@ def encode(
     return data
 
 
+def _refuse_extension(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not part of the protocol")
+
+
 def _check_header(raw: Any) -> Header:
     if not isinstance(raw, dict) or set(raw) != _HEADER_KEYS:
         raise WireError("malformed", f"header must have exactly the keys {sorted(_HEADER_KEYS)}")
@@ -132,8 +137,12 @@ def _check_header(raw: Any) -> Header:
     for key, value in (("msg_id", msg_id), ("msg_type", msg_type), ("sender", sender)):
         if not isinstance(value, str) or not 0 < len(value) <= 200:
             raise WireError("malformed", f"header.{key} must be a non-empty string", raw)
-    if isinstance(sent_at, bool) or not isinstance(sent_at, int | float) or sent_at != sent_at:
-        raise WireError("malformed", "header.sent_at must be a number (emulated seconds)", raw)
+    if (
+        isinstance(sent_at, bool)
+        or not isinstance(sent_at, int | float)
+        or not math.isfinite(sent_at)
+    ):
+        raise WireError("malformed", "header.sent_at must be a finite number (emulated s)", raw)
     if version != PROTOCOL_VERSION:
         expected = f"expected {PROTOCOL_VERSION}"
         raise WireError("bad_version", f"protocol version {version!r}, {expected}", raw)
@@ -145,7 +154,9 @@ def decode(data: bytes) -> Envelope:
     if len(data) > MAX_MESSAGE_BYTES:
         raise WireError("oversized", f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+        raw = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, use_list=True, ext_hook=_refuse_extension
+        )
     except Exception as error:  # msgpack raises several unrelated types for garbage
         raise WireError("malformed", f"not msgpack: {type(error).__name__}") from None
     if not isinstance(raw, dict) or set(raw) != _ENVELOPE_KEYS:

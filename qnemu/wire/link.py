@@ -7,7 +7,7 @@ between the two nodes, served by the station, and each pair is reported with its
 
 from dataclasses import dataclass
 
-from qnemu.wire.registry import message, nested
+from qnemu.wire.registry import Float, Int, Str, message, nested
 
 __all__ = [
     "CreateAccept",
@@ -28,27 +28,27 @@ __all__ = [
 class CreateRequest:
     """Initiator → peer: please take part in generating `number` pairs with me."""
 
-    create_id: int
-    remote_node_id: str
-    number: int
-    minimum_fidelity: float
-    max_time_s: float
-    type: str  # "keep" | "measure"
-    basis: str  # measure basis: Z, X, Y or random
+    create_id: Int
+    remote_node_id: Str
+    number: Int
+    minimum_fidelity: Float
+    max_time_s: Float
+    type: Str  # "keep" | "measure"
+    basis: Str  # measure basis: Z, X, Y or random
 
 
 @message("create_accept")
 @dataclass(frozen=True, slots=True)
 class CreateAccept:
-    create_id: int
+    create_id: Int
 
 
 @message("create_reject")
 @dataclass(frozen=True, slots=True)
 class CreateReject:
-    create_id: int
-    error_code: str
-    message: str
+    create_id: Int
+    error_code: Str
+    message: Str
 
 
 @message("request_end")
@@ -56,8 +56,8 @@ class CreateReject:
 class RequestEnd:
     """Initiator → peer: the request is over (done, timed out or cancelled); release it."""
 
-    create_id: int
-    reason: str
+    create_id: Int
+    reason: Str
 
 
 @nested
@@ -65,11 +65,11 @@ class RequestEnd:
 class ReportedHalf:
     """The peer's half of one pair, as delivered at its end."""
 
-    sequence_number: int
-    delivered_at: float
-    qubit: int | None = None
-    outcome: int | None = None
-    basis: str | None = None
+    sequence_number: Int
+    delivered_at: Float
+    qubit: Int | None = None
+    outcome: Int | None = None
+    basis: Str | None = None
 
 
 @message("pair_report")
@@ -77,7 +77,7 @@ class ReportedHalf:
 class PairReport:
     """Peer → initiator: my halves of the pairs of one herald."""
 
-    create_id: int
+    create_id: Int
     halves: list[ReportedHalf]
 
 
@@ -86,29 +86,29 @@ class PairReport:
 class GenerateCredit:
     """Node → station: I have `credits` more memory slots for this request."""
 
-    initiator: str
-    create_id: int
-    peer: str
-    credits: int
+    initiator: Str
+    create_id: Int
+    peer: Str
+    credits: Int
 
 
 @message("generate_cancel")
 @dataclass(frozen=True, slots=True)
 class GenerateCancel:
-    initiator: str
-    create_id: int
+    initiator: Str
+    create_id: Int
 
 
 @nested
 @dataclass(frozen=True, slots=True)
 class HeraldedPair:
-    sequence_number: int
-    qubit: int  # the receiving node's half
-    peer_qubit: int
-    bell_state: int
-    created_at: float
-    attempts: int
-    fidelity: float  # of the state as created, to bell_state
+    sequence_number: Int
+    qubit: Int  # the receiving node's half
+    peer_qubit: Int
+    bell_state: Int
+    created_at: Float
+    attempts: Int
+    fidelity: Float  # of the state as created, to bell_state
 
 
 @message("herald")
@@ -116,6 +116,6 @@ class HeraldedPair:
 class Herald:
     """Station → node: these attempts succeeded (sent after the fibre delay to the node)."""
 
-    initiator: str
-    create_id: int
+    initiator: Str
+    create_id: Int
     pairs: list[HeraldedPair]
