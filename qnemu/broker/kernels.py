@@ -151,3 +151,90 @@ def _operator(key: str | tuple) -> np.ndarray:
         return _FIXED_OPERATORS[key]
     name, angle = key
     return rotation(ROTATIONS[name], angle)
+
+
+# --- fused kernels for small groups: one precomputed linear map on the flattened matrix ---
+# A row-major flat ρ maps to flat(L ρ L†) by L ⊗ conj(L); on 1–2 qubit groups one such
+# matrix-vector product costs less than numpy's overhead on two small matrix products.
+
+_SUPEROPERATOR_MAX_QUBITS = 2  # a 3-qubit one is 64×64 per cached gate: not worth the memory
+_PROJECT_MAX_QUBITS = 3
+
+
+def _superoperator(op: np.ndarray) -> np.ndarray:
+    """U ⊗ conj(U): takes a flat ρ to the flat U ρ U†."""
+    return np.kron(op, op.conj())
+
+
+_PROJECTIONS: dict[tuple[str, int, int], np.ndarray] = {}
+
+
+def _projections(basis: str, k: int, n: int) -> np.ndarray:
+    """Takes a flat ρ to [P(0), P(1), flat <e0|ρ|e0>, flat <e1|ρ|e1>] for qubit k of n (unnormalised)."""
+    table = _PROJECTIONS.get((basis, k, n))
+    if table is None:
+        change = _BASIS_CHANGE.get(basis, np.eye(2))
+        blocks = []
+        for s in (0, 1):
+            bra = np.kron(np.kron(np.eye(1 << k), change[s : s + 1, :]), np.eye(1 << (n - k - 1)))
+            blocks.append(np.kron(bra, bra.conj()))  # <e_s| on qubit k, identity elsewhere
+        rest_dim = 1 << (n - 1)
+        diagonal = np.arange(rest_dim) * (rest_dim + 1)
+        traces = [block[diagonal].sum(axis=0) for block in blocks]
+        table = np.vstack([traces[0], traces[1], blocks[0], blocks[1]]).astype(complex)
+        table.flags.writeable = False
+        _PROJECTIONS[(basis, k, n)] = table
+    return table
+
+
+def _bell_rows(position_a: int) -> np.ndarray:
+    """The Bell-measurement operator as (outcome, a, b) with a at position_a of an (a, b) pair."""
+    rows = _FIXED_OPERATORS["BSM"].reshape(4, 2, 2)
+    return rows if position_a == 0 else rows.transpose(0, 2, 1)
+
+
+_BELL_PAIR_TABLES: dict[int, np.ndarray] = {}
+
+
+def _bell_pair_table(position_a: int) -> np.ndarray:
+    """Takes the flat ρ of a pair holding a and b to the four Bell outcome probabilities."""
+    table = _BELL_PAIR_TABLES.get(position_a)
+    if table is None:
+        rows = _bell_rows(position_a).reshape(4, 4)
+        table = np.einsum("Bi,Bj->Bij", rows, rows.conj()).reshape(4, 16)
+        table.flags.writeable = False
+        _BELL_PAIR_TABLES[position_a] = table
+    return table
+
+
+_BELL_SWAP_TABLES: dict[tuple[int, int], tuple] = {}
+
+
+def _bell_swap_tables(position_a: int, position_b: int) -> tuple:
+    """Tables for a Bell measurement of a in pair (p, a) and b in pair (b, q), any order.
+
+    (gather_1, map_2, traces, gathers_out): with A1 = flat ρ1[gather_1] as (p p', a a') and
+    A2 = map_2 @ flat ρ2 as (a a', outcome q q'), S = A1 @ A2 holds every outcome's
+    unnormalised state of (p, q); S·traces are the outcome probabilities and flat S[gathers_out[B]]
+    is outcome B's state as (p q, p' q').
+    """
+    tables = _BELL_SWAP_TABLES.get((position_a, position_b))
+    if tables is None:
+        rows_1 = np.arange(16).reshape(2, 2, 2, 2)  # (row 0, row 1, column 0, column 1)
+        gather_1 = rows_1.transpose((1, 3, 0, 2) if position_a == 0 else (0, 2, 1, 3)).ravel()
+        units = np.eye(16).reshape(16, 2, 2, 2, 2)  # every flat ρ2 basis matrix
+        units = units if position_b == 0 else units.transpose(0, 2, 1, 4, 3)  # -> (b q b' q')
+        w = _FIXED_OPERATORS["BSM"].reshape(4, 2, 2)  # (outcome, a, b)
+        map_2 = np.einsum("Bab,Bcd,fbqdr->acBqrf", w, w.conj(), units).reshape(64, 16)
+        entries = np.arange(64).reshape(2, 2, 4, 2, 2)  # S as (p, p', outcome, q, q')
+        traces = np.zeros((64, 4), dtype=complex)
+        for outcome in range(4):
+            for p in (0, 1):
+                for q in (0, 1):
+                    traces[entries[p, p, outcome, q, q], outcome] = 1.0
+        gathers_out = entries.transpose(2, 0, 3, 1, 4).reshape(4, 16)
+        tables = (gather_1, np.ascontiguousarray(map_2, dtype=complex), traces, gathers_out)
+        for table in tables:
+            table.flags.writeable = False
+        _BELL_SWAP_TABLES[(position_a, position_b)] = tables
+    return tables

@@ -39,6 +39,10 @@ def link_figures(  # per-link figures merged from its station and its two nodes
             "rate_hz": (pairs - before) / dt_s if dt_s > 0 else 0.0,
             "mean_fidelity": fidelity_weighted / delivered if delivered else math.nan,
             "expected_fidelity": station_stats.get("expected_fidelity", math.nan),
+            "expected_rate_hz": station_stats.get("expected_rate_hz", math.nan),
+            "mean_rate_hz": pairs / uptime
+            if (uptime := station_stats.get("uptime_s"))
+            else math.nan,
             "success_probability": station_stats.get("success_probability", math.nan),
         }
     return figures
@@ -62,7 +66,17 @@ def render(
         title=f"qnemu · {plan.network} · {elapsed:5.1f} s · run dir {run_dir}",
         caption="Ctrl-C stops the network",
     )
-    columns = ("link", "model", "attempts", "pairs", "pairs/s", "delivered", "fidelity", "F model")
+    columns = (
+        "link",
+        "model",
+        "attempts",
+        "pairs",
+        "pairs/s",
+        "model pairs/s",
+        "delivered",
+        "fidelity",
+        "model F",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column in ("link", "model") else "right")
     for name, figures in links.items():
@@ -72,6 +86,7 @@ def render(
             str(figures["attempts"]),
             str(figures["pairs"]),
             f"{figures['rate_hz']:.1f}",
+            _number(figures["expected_rate_hz"], 1),
             str(figures["delivered"]),
             _number(figures["mean_fidelity"]),
             _number(figures["expected_fidelity"]),
@@ -82,12 +97,13 @@ def render(
             continue
         node_stats = stats.get(process.name)
         if node_stats is None:
-            table.add_row(f"[red]{process.name} (down)", "node", "", "", "", "", "", "")
+            table.add_row(f"[red]{process.name} (down)", "node", *[""] * 7)
             continue
         memory = node_stats["memory"]
         table.add_row(
             process.name,
             "node",
+            "",
             "",
             "",
             "",
@@ -100,13 +116,15 @@ def render(
 
 def summary_table(links: dict[str, dict[str, Any]], duration_s: float) -> Table:
     table = Table(title=f"summary ({duration_s:.1f} s)")
-    for column in ("link", "pairs", "mean pairs/s", "delivered", "mean fidelity", "F (physics)"):
+    columns = ("link", "pairs", "pairs/s", "model pairs/s", "delivered", "fidelity", "model F")
+    for column in columns:
         table.add_column(column)
     for name, figures in links.items():
         table.add_row(
             name,
             str(figures["pairs"]),
-            f"{figures['pairs'] / duration_s:.1f}" if duration_s > 0 else "–",
+            _number(figures["mean_rate_hz"], 1),
+            _number(figures["expected_rate_hz"], 1),
             str(figures["delivered"]),
             _number(figures["mean_fidelity"]),
             _number(figures["expected_fidelity"]),

@@ -91,6 +91,7 @@ class StationService(Service):
         self._generations: OrderedDict[tuple[str, int], _Generation] = OrderedDict()
         self._wake = asyncio.Event()
         self._link_free_at = 0.0
+        self._sampled: tuple[float, int] | None = None  # the next success, drawn ahead
         self.total_attempts = 0
         self.total_pairs = 0
         self.handlers[GenerateCredit.msg_type] = self._on_credit
@@ -129,7 +130,7 @@ class StationService(Service):
 
     async def start(self) -> None:
         await super().start()
-        self._link_free_at = self.clock.now()
+        self._link_free_at = self.started_at = self.clock.now()
         self.ready = True
 
     # ---- requests from the nodes -----------------------------------------------------
@@ -177,7 +178,9 @@ class StationService(Service):
             if generation is None:
                 self._wake.clear()
                 await self._wake.wait()
+                # The link stopped attempting while idle: start afresh from now.
                 self._link_free_at = max(self._link_free_at, self.clock.now())
+                self._sampled = None
                 continue
             successes = await self._attempt_until_success(generation)
             key = (generation.initiator, generation.create_id)
@@ -187,25 +190,32 @@ class StationService(Service):
             if key in self._generations:  # it may have been cancelled meanwhile
                 self._generations.move_to_end(key)  # round robin: no request starves another
 
-    async def _attempt_until_success(self, generation: _Generation) -> list[_Success]:
-        """Sample the next success, wait for it, and take every further one already due."""
-        period = self.physics.attempt_period_s
-        budget = min(generation.ready(self.nodes), MAX_PAIRS_PER_BATCH)
+    def _next_success(self) -> tuple[float, int]:
+        """The next success after the last one: a sample drawn earlier but not yet reached
+        is kept, never redrawn (redrawing the long waits would bias the rate upwards)."""
+        if self._sampled is not None:
+            sampled, self._sampled = self._sampled, None
+            return sampled
         attempts = self.physics.sample_attempts(self.rng)
-        success_at = self._link_free_at + attempts * period
+        return self._link_free_at + attempts * self.physics.attempt_period_s, attempts
+
+    async def _attempt_until_success(self, generation: _Generation) -> list[_Success]:
+        """Wait for the next success, and take every further one already due."""
+        budget = min(generation.ready(self.nodes), MAX_PAIRS_PER_BATCH)
+        success_at, attempts = self._next_success()
         await self.clock.sleep_until(success_at)
+        self._link_free_at = success_at
         successes = [_Success(success_at, attempts, self.physics.sample_bell_state(self.rng))]
         now = self.clock.now()
         while len(successes) < budget:
-            attempts = self.physics.sample_attempts(self.rng)
-            next_at = success_at + attempts * period
+            next_at, attempts = self._next_success()
             if next_at > now:
-                break  # memoryless: sampling again from here later is statistically the same
-            success_at = next_at
+                self._sampled = (next_at, attempts)  # not yet: keep it for the next round
+                break
+            self._link_free_at = success_at = next_at
             successes.append(
                 _Success(success_at, attempts, self.physics.sample_bell_state(self.rng))
             )
-        self._link_free_at = success_at
         return successes
 
     async def _deliver(self, generation: _Generation, successes: list[_Success]) -> None:
@@ -262,5 +272,7 @@ class StationService(Service):
             "pairs": self.total_pairs,
             "success_probability": self.physics.success_probability,
             "expected_fidelity": self.physics.fidelity,
+            "expected_rate_hz": self.physics.expected_rate_hz,
+            "uptime_s": self.clock.now() - self.started_at,
             "active_requests": len(self._generations),
         }
