@@ -4,6 +4,8 @@ qnemu up TOPOLOGY [--run-dir DIR] [--duration S] [--detach]
 qnemu status [--run-dir DIR] [--json]          qnemu down [--run-dir DIR]
 qnemu entangle SRC DST --pairs N [--minimum-fidelity F] [--measure BASIS] [--json]
 qnemu validate FILE
+qnemu export compose TOPOLOGY [-o FILE] [--swarm] [--mosquitto] [--image IMAGE]
+qnemu export k8s TOPOLOGY [-o DIR] [--image IMAGE]
 qnemu broker | station NAME | node NAME --run-dir DIR     (one process; used by `up`)
 """
 
@@ -196,6 +198,8 @@ async def _entangle(run_dir: Path, args: argparse.Namespace) -> int:
                     "delivered_at": pair.delivered_at,
                     "attempts": pair.attempts,
                 }
+                if pair.path is not None:
+                    record["path"] = list(pair.path)
                 if pair.outcomes is not None:
                     record["outcomes"] = list(pair.outcomes)
                     record["bases"] = list(pair.bases)
@@ -245,6 +249,32 @@ def cmd_process(args: argparse.Namespace) -> int:
     return serve(Path(args.run_dir), name)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from qnemu.launch.export import export_compose
+    from qnemu.launch.k8s import export_k8s
+
+    topology = load_topology(args.topology)
+    try:
+        if args.target == "compose":
+            default = f"qnemu-{topology.name}/{'stack' if args.swarm else 'compose'}.yaml"
+            path = export_compose(
+                topology,
+                Path(args.output or default),
+                swarm=args.swarm,
+                mosquitto=args.mosquitto,
+                image=args.image,
+            )
+            written = [path]
+        else:
+            written = export_k8s(
+                topology, Path(args.output or f"qnemu-{topology.name}/k8s"), image=args.image
+            )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(written[0] if args.target == "compose" else written[0].parent)
+    return 0
+
+
 # ---- argument parsing --------------------------------------------------------------------
 
 
@@ -291,6 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a topology file")
     validate.add_argument("file")
     validate.set_defaults(handler=cmd_validate)
+
+    export = commands.add_parser("export", help="write Compose/Swarm or Kubernetes files")
+    targets = export.add_subparsers(dest="target", required=True)
+    compose = targets.add_parser("compose", help="Docker Compose file (--swarm: for a Swarm)")
+    kube = targets.add_parser("k8s", help="Kubernetes manifests, one file per object")
+    for target, output in ((compose, "FILE"), (kube, "DIR")):
+        target.add_argument("topology", help="YAML file, shipped name or builder spec")
+        target.add_argument("-o", "--output", metavar=output, help="default qnemu-<network>/...")
+        target.add_argument("--image", default="qnemu:latest", help="the qnemu image to run")
+        target.set_defaults(handler=cmd_export)
+    compose.add_argument("--swarm", action="store_true", help="for `docker stack deploy`")
+    compose.add_argument("--mosquitto", action="store_true", help="add an MQTT broker")
 
     for role in ("broker", "station", "node"):
         process = commands.add_parser(role, help=f"run one {role} process of a run")

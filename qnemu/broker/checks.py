@@ -14,8 +14,10 @@ __all__ = [
     "STATE_TOLERANCE",
     "StoreError",
     "check_density_matrix",
+    "check_gate_noise",
     "check_memory_times",
     "check_owner",
+    "check_pair",
     "check_probability",
     "check_readout_error",
     "check_target",
@@ -69,7 +71,12 @@ def check_probability(name: str, value: float) -> float:
     return number
 
 
+_NO_READOUT_ERROR = (0.0, 0.0)
+
+
 def check_readout_error(readout_error: Sequence[float]) -> tuple[float, float]:
+    if type(readout_error) in (tuple, list) and readout_error == _NO_READOUT_ERROR:
+        return _NO_READOUT_ERROR  # the common perfect-readout case, without the number checks
     try:
         p_one_given_zero, p_zero_given_one = readout_error
     except (TypeError, ValueError):
@@ -82,6 +89,21 @@ def check_readout_error(readout_error: Sequence[float]) -> tuple[float, float]:
     )
 
 
+def check_pair(name: str, value) -> tuple:
+    """A two-element value (one per end of a pair) as a tuple."""
+    try:
+        first, second = value
+    except (TypeError, ValueError):
+        raise StoreError("bad_parameter", f"{name} must be a pair, got {value!r}") from None
+    return first, second
+
+
+def check_gate_noise(depolar_prob: float) -> float:
+    if type(depolar_prob) is float and depolar_prob == 0.0:  # the common noiseless case, fast
+        return 0.0
+    return check_probability("depolar_prob", depolar_prob)
+
+
 def check_owner(owner: str) -> str:
     if type(owner) is not str or not owner:
         raise StoreError("bad_parameter", f"owner must be a non-empty node name, got {owner!r}")
@@ -90,6 +112,8 @@ def check_owner(owner: str) -> str:
 
 def check_memory_times(t1_s: float | None, t2_s: float | None) -> tuple[float | None, float | None]:
     """T1/T2 in seconds (None = no decay); T2 ≤ 2·T1."""
+    if t1_s is None and t2_s is None:
+        return None, None
     times = []
     for name, value in (("t1_s", t1_s), ("t2_s", t2_s)):
         if value is None:

@@ -170,7 +170,7 @@ _PROJECTIONS: dict[tuple[str, int, int], np.ndarray] = {}
 
 
 def _projections(basis: str, k: int, n: int) -> np.ndarray:
-    """Takes a flat ρ to [P(0), P(1), flat <e0|ρ|e0>, flat <e1|ρ|e1>] for qubit k of n (unnormalised)."""
+    """Takes a flat ρ to [P(0), P(1), flat <e0|ρ|e0>, flat <e1|ρ|e1>] for qubit k of n."""
     table = _PROJECTIONS.get((basis, k, n))
     if table is None:
         change = _BASIS_CHANGE.get(basis, np.eye(2))
@@ -185,6 +185,15 @@ def _projections(basis: str, k: int, n: int) -> np.ndarray:
         table.flags.writeable = False
         _PROJECTIONS[(basis, k, n)] = table
     return table
+
+
+def _project(rho: np.ndarray, basis: str, k: int, n: int) -> tuple[float, float, np.ndarray]:
+    """P(0), P(1) and the unnormalised remainders <e_s|ρ|e_s> (s = 0, 1) of measuring qubit k."""
+    # np.dot rather than @ here and below: on tiny arrays the call overhead is most of the cost.
+    projected = np.dot(_projections(basis, k, n), rho.reshape(-1))
+    p0, p1 = (p.real for p in projected[:2].tolist())
+    size = 1 << (n - 1)
+    return p0, p1, projected[2:].reshape(2, size, size)
 
 
 def _bell_rows(position_a: int) -> np.ndarray:
@@ -207,34 +216,62 @@ def _bell_pair_table(position_a: int) -> np.ndarray:
     return table
 
 
+def _bell_pair_probabilities(rho: np.ndarray, position_a: int) -> list[float]:
+    """The four Bell outcome probabilities of a pair holding a (at position_a) and b."""
+    return np.dot(_bell_pair_table(position_a), rho.reshape(16)).real.tolist()
+
+
 _BELL_SWAP_TABLES: dict[tuple[int, int], tuple] = {}
 
 
 def _bell_swap_tables(position_a: int, position_b: int) -> tuple:
-    """Tables for a Bell measurement of a in pair (p, a) and b in pair (b, q), any order.
+    """Tables for a Bell measurement of a in pair (p, a) and b in pair (b, q), either order each.
 
-    (gather_1, map_2, traces, gathers_out): with A1 = flat ρ1[gather_1] as (p p', a a') and
-    A2 = map_2 @ flat ρ2 as (a a', outcome q q'), S = A1 @ A2 holds every outcome's
-    unnormalised state of (p, q); S·traces are the outcome probabilities and flat S[gathers_out[B]]
-    is outcome B's state as (p q, p' q').
+    (map_1, map_2): left = map_1 @ flat ρ1 as a 5×4 matrix, rows (p p') then Tr_p,
+    columns (a a'); right = map_2 @ flat ρ2 as 4×20, rows (a a'), columns (outcome q q') then
+    Tr_q per outcome. states = left @ right holds every outcome's unnormalised (p, q) state, with
+    the outcome probabilities at states[4, 16:].
     """
     tables = _BELL_SWAP_TABLES.get((position_a, position_b))
     if tables is None:
-        rows_1 = np.arange(16).reshape(2, 2, 2, 2)  # (row 0, row 1, column 0, column 1)
-        gather_1 = rows_1.transpose((1, 3, 0, 2) if position_a == 0 else (0, 2, 1, 3)).ravel()
-        units = np.eye(16).reshape(16, 2, 2, 2, 2)  # every flat ρ2 basis matrix
-        units = units if position_b == 0 else units.transpose(0, 2, 1, 4, 3)  # -> (b q b' q')
+        units = np.eye(16).reshape(16, 2, 2, 2, 2)  # every flat 4×4 basis matrix
+        units_1 = units if position_a == 1 else units.transpose(0, 2, 1, 4, 3)  # (p a p' a')
+        units_2 = units if position_b == 0 else units.transpose(0, 2, 1, 4, 3)  # (b q b' q')
+        realigned_1 = units_1.transpose(0, 1, 3, 2, 4).reshape(16, 4, 4)
+        traced_1 = np.einsum("fpapc->fac", units_1).reshape(16, 1, 4)
+        map_1 = np.concatenate([realigned_1, traced_1], axis=1).reshape(16, 20).T
         w = _FIXED_OPERATORS["BSM"].reshape(4, 2, 2)  # (outcome, a, b)
-        map_2 = np.einsum("Bab,Bcd,fbqdr->acBqrf", w, w.conj(), units).reshape(64, 16)
-        entries = np.arange(64).reshape(2, 2, 4, 2, 2)  # S as (p, p', outcome, q, q')
-        traces = np.zeros((64, 4), dtype=complex)
-        for outcome in range(4):
-            for p in (0, 1):
-                for q in (0, 1):
-                    traces[entries[p, p, outcome, q, q], outcome] = 1.0
-        gathers_out = entries.transpose(2, 0, 3, 1, 4).reshape(4, 16)
-        tables = (gather_1, np.ascontiguousarray(map_2, dtype=complex), traces, gathers_out)
+        projected_2 = np.einsum("Bab,Bcd,fbqdr->facBqr", w, w.conj(), units_2)
+        traced_2 = np.einsum("facBqq->facB", projected_2).reshape(16, 4, 4)
+        map_2 = np.concatenate([projected_2.reshape(16, 4, 16), traced_2], axis=2)
+        map_2 = map_2.reshape(16, 80).T
+        tables = (np.ascontiguousarray(map_1, complex), np.ascontiguousarray(map_2))
         for table in tables:
             table.flags.writeable = False
         _BELL_SWAP_TABLES[(position_a, position_b)] = tables
     return tables
+
+
+# Flat indices into _swap_states' 5×20 table: outcome B's state of (p, q) as (p q, p' q').
+_SWAP_GATHERS = tuple(
+    np.arange(100)
+    .reshape(5, 20)[:4, :16]
+    .reshape(2, 2, 4, 2, 2)
+    .transpose(2, 0, 3, 1, 4)
+    .reshape(4, 16)
+)
+
+
+def _swap_states(rho_1, rho_2, position_a: int, position_b: int) -> tuple[np.ndarray, list]:
+    """Every Bell outcome's unnormalised (p, q) state (a 5×20 table) and the four probabilities."""
+    map_1, map_2 = _bell_swap_tables(position_a, position_b)
+    left = np.dot(map_1, rho_1.reshape(16)).reshape(5, 4)
+    states = np.dot(left, np.dot(map_2, rho_2.reshape(16)).reshape(4, 20))
+    return states, [p.real for p in states[4, 16:].tolist()]
+
+
+def _swap_remainder(states: np.ndarray, outcome: int, probability: float) -> np.ndarray:
+    """Outcome's normalised 4×4 state of (p, q), from _swap_states' table."""
+    rho = states.take(_SWAP_GATHERS[outcome]).reshape(4, 4)
+    rho *= 1.0 / probability
+    return rho

@@ -16,8 +16,10 @@ import numpy as np
 from qnemu.broker.checks import (
     StoreError,
     check_density_matrix,
+    check_gate_noise,
     check_memory_times,
     check_owner,
+    check_pair,
     check_probability,
     check_readout_error,
     check_target,
@@ -32,19 +34,28 @@ from qnemu.broker.kernels import (
     _EIGENSTATES,
     _EXPAND_MAX_QUBITS,
     _EXPANDED_CACHE_SIZE,
+    _PROJECT_MAX_QUBITS,
+    _SUPEROPERATOR_MAX_QUBITS,
+    _bell_pair_probabilities,
     _decohere_in_place,
     _fidelity,
     _kron,
     _left,
     _operator,
     _partial_state,
+    _project,
     _replace_mixed,
     _split_tables,
+    _superoperator,
+    _swap_remainder,
+    _swap_states,
 )
 from qnemu.physics.bell import BellState
 from qnemu.physics.noise import decoherence_parameters
 
 __all__ = ["StateStore", "StoreError"]
+
+_BELL_STATES = tuple(sorted(BellState))  # indexed by the outcome bits x << 1 | z
 
 
 class _Qubit:
@@ -79,6 +90,8 @@ class StateStore:
         # (gate name or (rotation, angle), positions, group size) -> (U, U†) on the whole group
         self._expanded: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._validated_pairs: dict[bytes, np.ndarray] = {}  # stations resend the same states
+        # Fused kernels on 1–3 qubit groups; False forces the general paths (tests compare them).
+        self._fused = True
 
     # --- queries ------------------------------------------------------------------------
 
@@ -131,7 +144,7 @@ class StateStore:
         name, arity, angle = parse_gate(name, angle)
         qubits = parse_qubits(qubits, arity)
         now_s = check_time(now_s)
-        depolar_prob = _check_gate_noise(depolar_prob)
+        depolar_prob = check_gate_noise(depolar_prob)
         records = [self._record(q, owner) for q in qubits]
         for record in records:
             self._advance(record, now_s)
@@ -162,10 +175,7 @@ class StateStore:
         readout_error = check_readout_error(readout_error)
         record = self._record(qubit, owner)
         self._advance(record, now_s)
-        outcome = self._measure(record, basis, readout_error, free)
-        if free:
-            self._free(record)
-        return outcome
+        return self._measure(record, basis, readout_error, free)
 
     def bell_measure(
         self,
@@ -182,14 +192,20 @@ class StateStore:
         x_bit = outcome of a (phase), z_bit = outcome of b (parity); a noiseless measurement of
         bell_density(B) returns B.
         """
-        parse_qubits([qubit_a, qubit_b], 2)
+        if type(qubit_a) is not int or type(qubit_b) is not int or qubit_a == qubit_b:
+            parse_qubits([qubit_a, qubit_b], 2)  # two distinct ints pass it anyway
         now_s = check_time(now_s)
-        depolar_prob = _check_gate_noise(depolar_prob)
+        depolar_prob = check_gate_noise(depolar_prob)
         readout_error = check_readout_error(readout_error)
         record_a = self._record(qubit_a, owner)
         record_b = self._record(qubit_b, owner)
         self._advance(record_a, now_s)
         self._advance(record_b, now_s)
+        group_a, group_b = record_a.group, record_b.group
+        if self._fused and not depolar_prob and len(group_a.qubits) == len(group_b.qubits) == 2:
+            if group_a is group_b:
+                return self._bell_measure_pair(record_a, record_b, readout_error, free)
+            return self._bell_measure_swap(record_a, record_b, readout_error, free)
         group = self._joined([record_a, record_b])
         positions = (group.qubits.index(record_a.handle), group.qubits.index(record_b.handle))
         if depolar_prob:
@@ -200,10 +216,7 @@ class StateStore:
             self._unitary(group, "BSM", positions)
         x_bit = self._measure(record_a, "Z", readout_error, free)
         z_bit = self._measure(record_b, "Z", readout_error, free)
-        if free:
-            self._free(record_a)
-            self._free(record_b)
-        return BellState((x_bit << 1) | z_bit)
+        return _BELL_STATES[(x_bit << 1) | z_bit]
 
     def create_pair(
         self,
@@ -214,11 +227,11 @@ class StateStore:
         t2_s: tuple[float | None, float | None] = (None, None),
     ) -> tuple[int, int]:
         """Two new qubits (a, b) holding the given 4×4 density matrix (order a, b)."""
-        owner_a, owner_b = _pair("owners", owners)
+        owner_a, owner_b = check_pair("owners", owners)
         owner_a, owner_b = check_owner(owner_a), check_owner(owner_b)
         now_s = check_time(now_s)
-        t1_a, t1_b = _pair("t1_s", t1_s)
-        t2_a, t2_b = _pair("t2_s", t2_s)
+        t1_a, t1_b = check_pair("t1_s", t1_s)
+        t2_a, t2_b = check_pair("t2_s", t2_s)
         times_a = check_memory_times(t1_a, t2_a)
         times_b = check_memory_times(t1_b, t2_b)
         group = _Group([], self._checked_pair_state(state))
@@ -357,15 +370,23 @@ class StateStore:
             half = _left(group.rho, op, positions, n)
             group.rho = _left(np.ascontiguousarray(half.conj().T), op, positions, n)
             return
-        cache_key = (key, positions, n)
+        fused = self._fused and n <= _SUPEROPERATOR_MAX_QUBITS
+        cache_key = (key, positions, n, fused)
         expanded = self._expanded.get(cache_key)
         if expanded is None:
             if len(self._expanded) >= _EXPANDED_CACHE_SIZE:
                 self._expanded.clear()  # only reached with many distinct rotation angles
             full = _left(np.eye(1 << n, dtype=complex), _operator(key), positions, n)
-            expanded = (full, np.ascontiguousarray(full.conj().T))
+            if fused:
+                expanded = _superoperator(full)
+            else:
+                expanded = (full, np.ascontiguousarray(full.conj().T))
             self._expanded[cache_key] = expanded
-        group.rho = expanded[0] @ group.rho @ expanded[1]
+        if fused:
+            dim = 1 << n
+            group.rho = np.dot(expanded, group.rho.reshape(dim * dim)).reshape(dim, dim)
+        else:
+            group.rho = expanded[0] @ group.rho @ expanded[1]
 
     def _depolarise(self, group: _Group, positions: tuple, p: float) -> None:
         n = len(group.qubits)
@@ -379,32 +400,88 @@ class StateStore:
         group.rho = (1.0 - p) * group.rho + p * mixed
 
     def _measure(self, record: _Qubit, basis: str, readout_error, freeing: bool) -> int:
+        """Measure and split the qubit off (or free it); returns the reported bit."""
         group = record.group
         n, k = len(group.qubits), group.qubits.index(record.handle)
-        if basis != "Z":
-            self._unitary(group, _BASIS_CHANGE_KEY[basis], (k,))
-        rho = group.rho
-        if n == 1:
-            p0 = rho[0, 0].real
+        if basis != "Z" and self._fused and n <= _PROJECT_MAX_QUBITS:
+            # One product in place of the basis change and the split (Z needs no change).
+            p0, p1, remainders = _project(group.rho, basis, k, n)
             outcome = 0 if self._rng.random() < p0 else 1
-            group.rho = None if freeing else _EIGENSTATES[basis][outcome].copy()
+            if n > 1:
+                group.rho = remainders[outcome] * (1.0 / (p1 if outcome else p0))
         else:
+            if basis != "Z":
+                self._unitary(group, _BASIS_CHANGE_KEY[basis], (k,))
+            rho = group.rho
             # P(0) from the diagonal entries where qubit k is 0; the rest of the group keeps
             # the block where qubit k is `outcome` on both sides, renormalised.
             diagonal_0, blocks = _split_tables(k, n)
             p0 = sum(rho.take(diagonal_0).real.tolist())
             outcome = 0 if self._rng.random() < p0 else 1
-            rest = rho.take(blocks[outcome])
-            rest *= 1.0 / (p0 if outcome == 0 else 1.0 - p0)
-            group.rho = rest
+            if n > 1:
+                rest = rho.take(blocks[outcome])
+                rest *= 1.0 / (p0 if outcome == 0 else 1.0 - p0)
+                group.rho = rest
+        if n > 1:
             group.qubits.remove(record.handle)
-            post = None if freeing else _EIGENSTATES[basis][outcome].copy()
-            record.group = _Group([record.handle], post)
-            self._groups.add(record.group)
+            self._settle(record, basis, outcome, freeing)
+        elif freeing:
+            del self._qubits[record.handle]
+            self._groups.discard(group)
+        else:
+            group.rho = _EIGENSTATES[basis][outcome].copy()
+        return self._report(outcome, readout_error)
+
+    def _settle(self, record: _Qubit, basis: str, outcome: int, freeing: bool) -> None:
+        """A measured qubit, already out of its group: freed, or alone in its eigenstate."""
+        if freeing:
+            del self._qubits[record.handle]
+            return
+        record.group = _Group([record.handle], _EIGENSTATES[basis][outcome].copy())
+        self._groups.add(record.group)
+
+    def _report(self, outcome: int, readout_error) -> int:
         flip_p = readout_error[outcome]
         if flip_p > 0.0 and self._rng.random() < flip_p:
             return outcome ^ 1
         return outcome
+
+    def _bell_outcome(self, probabilities: list[float], readout_error) -> tuple[int, int, int]:
+        """(outcome, reported x bit, reported z bit): a's bit drawn from its marginal, then
+        b's from its conditional, with the same draws as two measurements in turn."""
+        p_x0 = probabilities[0] + probabilities[1]
+        x = 0 if self._rng.random() < p_x0 else 1
+        x_bit = self._report(x, readout_error)
+        p_x = probabilities[2 * x] + probabilities[2 * x + 1]
+        z = 0 if self._rng.random() < probabilities[2 * x] / p_x else 1
+        return 2 * x + z, x_bit, self._report(z, readout_error)
+
+    def _bell_measure_pair(self, record_a, record_b, readout_error, free: bool) -> BellState:
+        """Bell measurement of the two qubits of one pair, from its 4×4 matrix directly."""
+        group = record_a.group
+        probabilities = _bell_pair_probabilities(group.rho, group.qubits.index(record_a.handle))
+        outcome, x_bit, z_bit = self._bell_outcome(probabilities, readout_error)
+        self._groups.discard(group)
+        self._settle(record_a, "Z", outcome >> 1, free)
+        self._settle(record_b, "Z", outcome & 1, free)
+        return _BELL_STATES[(x_bit << 1) | z_bit]
+
+    def _bell_measure_swap(self, record_a, record_b, readout_error, free: bool) -> BellState:
+        """Entanglement swapping: a of pair (p, a) and b of pair (b, q) Bell-measured, leaving
+        (p, q) in the group of a, without forming the 16×16 matrix."""
+        group_a, group_b = record_a.group, record_b.group
+        position_a = group_a.qubits.index(record_a.handle)
+        position_b = group_b.qubits.index(record_b.handle)
+        states, probabilities = _swap_states(group_a.rho, group_b.rho, position_a, position_b)
+        outcome, x_bit, z_bit = self._bell_outcome(probabilities, readout_error)
+        partner_b = group_b.qubits[1 - position_b]
+        group_a.qubits = [group_a.qubits[1 - position_a], partner_b]
+        group_a.rho = _swap_remainder(states, outcome, probabilities[outcome])
+        self._qubits[partner_b].group = group_a
+        self._groups.discard(group_b)
+        self._settle(record_a, "Z", outcome >> 1, free)
+        self._settle(record_b, "Z", outcome & 1, free)
+        return _BELL_STATES[(x_bit << 1) | z_bit]
 
     def _free(self, record: _Qubit) -> None:
         del self._qubits[record.handle]
@@ -437,17 +514,3 @@ class StateStore:
         perm = [current.index(h) for h in wanted]
         tensor = rho.reshape((2,) * (2 * m)).transpose(perm + [m + p for p in perm])
         return np.ascontiguousarray(tensor.reshape(1 << m, 1 << m))
-
-
-def _pair(name: str, value) -> tuple:
-    try:
-        first, second = value
-    except (TypeError, ValueError):
-        raise StoreError("bad_parameter", f"{name} must be a pair, got {value!r}") from None
-    return first, second
-
-
-def _check_gate_noise(depolar_prob: float) -> float:
-    if type(depolar_prob) is float and depolar_prob == 0.0:  # the common noiseless case, fast
-        return 0.0
-    return check_probability("depolar_prob", depolar_prob)

@@ -17,11 +17,13 @@ so every unit has one owner, fixed by its ID: a unit whose UUID is even belongs 
 node whose name sorts first. A KME only ever offers its own units, and a reservation only
 ever names the peer's units, so the two ends never hand out the same bits twice.
 
-A key of any whole number of bytes is served from units of any size: it takes the units
-in arrival order, and when it needs only the prefix of a unit, the rest stays in the pool
-as a new unit whose ID is derived from the parent and the bits taken, so the slave's store
-makes the same split. Every change is one SQLite transaction, committed before the key
-leaves the store; key material is erased from the file once it is delivered.
+A key of any whole number of bytes is served from units of any size: the master's KME
+takes its units in arrival order, from where the last key stopped, so a key may span
+several units or take a slice of one. A reservation names each slice as (unit, first bit,
+bits), so the slave's store finds the same bits whatever order reservations arrive in,
+and refuses any slice that overlaps one already used. Every change is one SQLite
+transaction, committed before the key leaves the store; used bits are zeroed in the file
+at once, and a delivered key's material is erased.
 """
 
 import sqlite3
@@ -59,14 +61,21 @@ CREATE TABLE IF NOT EXISTS key_units (
     unit_id TEXT PRIMARY KEY,
     peer TEXT NOT NULL,
     owner TEXT NOT NULL,
-    parent_id TEXT,
     position INTEGER NOT NULL,
     size_bits INTEGER NOT NULL,
+    used_bits INTEGER NOT NULL DEFAULT 0,
     material BLOB,
     created_at REAL NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('available', 'consumed'))
 );
 CREATE INDEX IF NOT EXISTS key_units_offer ON key_units (peer, owner, state, position);
+CREATE TABLE IF NOT EXISTS unit_uses (
+    unit_id TEXT NOT NULL,
+    start_bits INTEGER NOT NULL,
+    end_bits INTEGER NOT NULL,
+    key_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS unit_uses_unit ON unit_uses (unit_id, start_bits);
 CREATE TABLE IF NOT EXISTS keys (
     key_id TEXT PRIMARY KEY,
     peer TEXT NOT NULL,
@@ -108,15 +117,16 @@ class KeyLookupError(KeyStoreError):
 
 @dataclass(frozen=True)
 class KeySegment:
-    """The first `size_bits` of key unit `unit_id`."""
+    """Bits [start_bits, start_bits + size_bits) of key unit `unit_id`."""
 
     unit_id: str
+    start_bits: int
     size_bits: int
 
 
 @dataclass(frozen=True)
 class ReservedKey:
-    """One application key: its key_ID and the unit prefixes it is made of, in order."""
+    """One application key: its key_ID and the unit slices it is made of, in order."""
 
     key_id: str
     size_bits: int
@@ -140,7 +150,7 @@ class Reservation:
                 {
                     "key_ID": key.key_id,
                     "size_bits": key.size_bits,
-                    "segments": [[s.unit_id, s.size_bits] for s in key.segments],
+                    "segments": [[s.unit_id, s.start_bits, s.size_bits] for s in key.segments],
                 }
                 for key in self.keys
             ],
@@ -153,7 +163,10 @@ class Reservation:
                 ReservedKey(
                     key_id=str(key["key_ID"]),
                     size_bits=int(key["size_bits"]),
-                    segments=tuple(KeySegment(str(u), int(b)) for u, b in key["segments"]),
+                    segments=tuple(
+                        KeySegment(str(unit), int(start), int(bits))
+                        for unit, start, bits in key["segments"]
+                    ),
                 )
                 for key in data["keys"]
             )
@@ -171,11 +184,6 @@ def derive_unit_ids(block_id: str, count: int) -> list[str]:
     `block_id` must name the block identically at both nodes, e.g. "<link>/<block number>".
     """
     return [str(uuid.uuid5(KEY_NAMESPACE, f"{block_id}/{index}")) for index in range(count)]
-
-
-def remainder_unit_id(unit_id: str, taken_bits: int) -> str:
-    """ID of what is left of a unit after its first `taken_bits` were taken."""
-    return str(uuid.uuid5(KEY_NAMESPACE, f"{unit_id}>{taken_bits}"))
 
 
 def unit_owner(unit_id: str, node: str, peer: str) -> str:
@@ -270,9 +278,9 @@ class KeyStore:
                     raise ValueError(f"key unit {unit_id} is empty")
                 position += 1
                 cursor = db.execute(
-                    "INSERT OR IGNORE INTO key_units (unit_id, peer, owner, parent_id, position,"
+                    "INSERT OR IGNORE INTO key_units (unit_id, peer, owner, position,"
                     " size_bits, material, created_at, state)"
-                    " VALUES (?, ?, ?, NULL, ?, ?, ?, ?, 'available')",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'available')",
                     (
                         unit_id,
                         peer,
@@ -302,7 +310,7 @@ class KeyStore:
 
     def pool_bits(self, peer: str, *, offerable: bool = False) -> int:
         """Available key bits shared with `peer`; with `offerable`, only those this KME owns."""
-        query = "SELECT COALESCE(SUM(size_bits), 0) FROM key_units"
+        query = "SELECT COALESCE(SUM(size_bits - used_bits), 0) FROM key_units"
         query += " WHERE peer = ? AND state = 'available'"
         arguments: tuple[str, ...] = (peer,)
         if offerable:
@@ -339,13 +347,12 @@ class KeyStore:
         """
         if number <= 0 or size_bits <= 0 or size_bits % BITS_PER_BYTE:
             raise ValueError("number must be positive and size_bits a positive multiple of 8")
-        size_bytes = size_bits // BITS_PER_BYTE
         now = self._clock()
         reserved: list[ReservedKey] = []
         delivered: list[tuple[str, bytes]] = []
         with self._transaction() as db:
             have_bits = db.execute(
-                "SELECT COALESCE(SUM(size_bits), 0) FROM key_units"
+                "SELECT COALESCE(SUM(size_bits - used_bits), 0) FROM key_units"
                 " WHERE peer = ? AND owner = ? AND state = 'available'",
                 (peer, self.node),
             ).fetchone()[0]
@@ -354,21 +361,24 @@ class KeyStore:
                     f"{have_bits} key bits offerable to {peer}, {number * size_bits} asked for"
                 )
             for _ in range(number):
+                key_id = str(uuid.uuid4())
                 parts: list[bytes] = []
                 segments: list[KeySegment] = []
-                missing = size_bytes
-                while missing:
-                    unit_id, unit_bits = db.execute(
-                        "SELECT unit_id, size_bits FROM key_units"
+                missing_bits = size_bits
+                while missing_bits:
+                    # Own units are used by this KME only, front to back: used_bits is a cursor.
+                    unit_id, unit_bits, used_bits = db.execute(
+                        "SELECT unit_id, size_bits, used_bits FROM key_units"
                         " WHERE peer = ? AND owner = ? AND state = 'available'"
                         " ORDER BY position, unit_id LIMIT 1",
                         (peer, self.node),
                     ).fetchone()
-                    take = min(missing, unit_bits // BITS_PER_BYTE)
-                    parts.append(_consume_prefix(db, peer, self.node, unit_id, take, now))
-                    segments.append(KeySegment(unit_id, take * BITS_PER_BYTE))
-                    missing -= take
-                key_id = str(uuid.uuid4())
+                    segment = KeySegment(
+                        unit_id, used_bits, min(missing_bits, unit_bits - used_bits)
+                    )
+                    parts.append(_use_segment(db, peer, self.node, segment, key_id))
+                    segments.append(segment)
+                    missing_bits -= segment.size_bits
                 material = b"".join(parts)
                 db.execute(
                     "INSERT INTO keys (key_id, peer, role, master_sae_id, slave_sae_id, size_bits,"
@@ -405,7 +415,7 @@ class KeyStore:
 
         All or nothing: if any segment names a unit that is unknown, used, not shared with
         `peer` or not owned by `peer`, nothing is stored and ReservationError is raised.
-        Segments are applied in order, so a segment may name the remainder of an earlier one.
+        Reservations may arrive in any order: each segment names fixed bits of a unit.
         """
         now = self._clock()
         with self._transaction() as db:
@@ -416,15 +426,7 @@ class KeyStore:
                     raise ReservationError(f"key_ID {key.key_id!r} is not a UUID") from error
                 if sum(s.size_bits for s in key.segments) != key.size_bits:
                     raise ReservationError(f"segments of key {key_id} do not add up to its size")
-                parts = []
-                for segment in key.segments:
-                    if segment.size_bits <= 0 or segment.size_bits % BITS_PER_BYTE:
-                        raise ReservationError(f"segment of {segment.size_bits} bits")
-                    parts.append(
-                        _consume_prefix(
-                            db, peer, peer, segment.unit_id, segment.size_bits // 8, now
-                        )
-                    )
+                parts = [_use_segment(db, peer, peer, segment, key_id) for segment in key.segments]
                 try:
                     db.execute(
                         "INSERT INTO keys (key_id, peer, role, master_sae_id, slave_sae_id,"
@@ -477,43 +479,47 @@ class KeyStore:
         return taken
 
 
-def _consume_prefix(
-    db: sqlite3.Connection, peer: str, owner: str, unit_id: str, take_bytes: int, now: float
+def _use_segment(
+    db: sqlite3.Connection, peer: str, owner: str, segment: KeySegment, key_id: str
 ) -> bytes:
-    """Take the first `take_bytes` of an available unit; the rest becomes a derived unit."""
+    """Take a segment's bits from its unit: once only, then zeroed in the file."""
+    unit_id, start, bits = segment.unit_id, segment.start_bits, segment.size_bits
+    if bits <= 0 or start < 0 or (start | bits) % BITS_PER_BYTE:
+        raise ReservationError(f"segment of {bits} bits at bit {start} is not whole bytes")
     row = db.execute(
-        "SELECT peer, owner, state, position, material FROM key_units WHERE unit_id = ?",
+        "SELECT peer, owner, state, size_bits, used_bits, material FROM key_units"
+        " WHERE unit_id = ?",
         (unit_id,),
     ).fetchone()
     if row is None:
         raise ReservationError(f"unknown key unit {unit_id}")
-    unit_peer, unit_owner_name, state, position, material = row
+    unit_peer, unit_owner_name, state, size_bits, used_bits, material = row
     if unit_peer != peer or unit_owner_name != owner:
         raise ReservationError(f"key unit {unit_id} is not offerable by {owner} to this pair")
-    if state != "available":
-        raise ReservationError(f"key unit {unit_id} was used already")
-    if take_bytes > len(material):
-        raise ReservationError(f"key unit {unit_id} holds {len(material)} bytes, not {take_bytes}")
+    if state != "available" or start + bits > size_bits:
+        raise ReservationError(f"bits {start}..{start + bits} of key unit {unit_id} are not there")
+    overlapping = db.execute(
+        "SELECT COUNT(*) FROM unit_uses WHERE unit_id = ? AND start_bits < ? AND end_bits > ?",
+        (unit_id, start + bits, start),
+    ).fetchone()[0]
+    if overlapping:
+        raise ReservationError(f"bits {start}..{start + bits} of key unit {unit_id} were used")
+    first, last = start // BITS_PER_BYTE, (start + bits) // BITS_PER_BYTE
+    taken = bytes(material[first:last])
+    used_bits += bits
+    if used_bits == size_bits:
+        remaining, state = None, "consumed"
+    else:
+        remaining = material[:first] + bytes(last - first) + material[last:]
     db.execute(
-        "UPDATE key_units SET state = 'consumed', material = NULL WHERE unit_id = ?", (unit_id,)
+        "UPDATE key_units SET used_bits = ?, material = ?, state = ? WHERE unit_id = ?",
+        (used_bits, remaining, state, unit_id),
     )
-    rest = material[take_bytes:]
-    if rest:
-        db.execute(
-            "INSERT INTO key_units (unit_id, peer, owner, parent_id, position, size_bits,"
-            " material, created_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'available')",
-            (
-                remainder_unit_id(unit_id, take_bytes * BITS_PER_BYTE),
-                peer,
-                owner,
-                unit_id,
-                position,
-                len(rest) * BITS_PER_BYTE,
-                rest,
-                now,
-            ),
-        )
-    return bytes(material[:take_bytes])
+    db.execute(
+        "INSERT INTO unit_uses (unit_id, start_bits, end_bits, key_id) VALUES (?, ?, ?, ?)",
+        (unit_id, start, start + bits, key_id),
+    )
+    return taken
 
 
 class _Transaction:

@@ -41,6 +41,10 @@ class ProcessPlan(BaseModel):
     endpoint: str
     metrics_host: str
     metrics_port: int
+    # Where the process listens, when that is not where peers reach it (in a container:
+    # the container's wildcard, while peers use the service name). None: the same.
+    bind_endpoint: str | None = None
+    metrics_bind_host: str | None = None
 
     @property
     def metrics_url(self) -> str:

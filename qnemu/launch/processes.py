@@ -10,6 +10,7 @@ from pathlib import Path
 from qnemu.broker.server import BrokerService
 from qnemu.broker.store import StateStore
 from qnemu.launch.plan import BROKER_NAME, RunPlan, arm_lengths_km, delay_s, process_seed
+from qnemu.node.routing import Routing
 from qnemu.node.service import Neighbour, NodeService
 from qnemu.runtime import EmulatedClock, Service, ServiceAddress
 from qnemu.station.station import MemoryParameters, StationService
@@ -22,7 +23,9 @@ def build_service(plan: RunPlan, name: str) -> Service:
     me = plan.process(name)
     topology = plan.topology_model()
     clock = EmulatedClock(plan.epoch_wall_s, plan.time_scale)
-    address = ServiceAddress(me.endpoint, me.metrics_host, me.metrics_port)
+    address = ServiceAddress(
+        me.bind_endpoint or me.endpoint, me.metrics_bind_host or me.metrics_host, me.metrics_port
+    )
     endpoints = {process.name: process.endpoint for process in plan.processes}
     seed = process_seed(plan.seed, name)
     common = {"network": plan.network}
@@ -68,6 +71,17 @@ def build_service(plan: RunPlan, name: str) -> Service:
         arms = dict(zip(link.nodes, arm_lengths_km(link), strict=True))
         delays[peer] = delay_s(sum(arms.values()))
         delays[station] = delay_s(arms[name])
+    routing = Routing(
+        [
+            (link.nodes[0], link.nodes[1], physics.fidelity, physics.expected_rate_hz, length)
+            for link in topology.links
+            for physics, length in [(link.physics(), sum(arm_lengths_km(link)))]
+        ]
+    )
+    # Nodes further away are reached over the shortest fibre, when a path needs them.
+    for other, other_delay_s in routing.fibre_delays_s(name).items():
+        delays.setdefault(other, other_delay_s)
+    nodes = {p.name: p.endpoint for p in plan.processes if p.role == "node" and p.name != name}
     return NodeService(
         name,
         address,
@@ -75,9 +89,11 @@ def build_service(plan: RunPlan, name: str) -> Service:
         hardware=topology.nodes[name],
         neighbours=neighbours,
         workloads=list(topology.workloads),
+        routing=routing,
         broker=BROKER_NAME,
         seed=seed,
         peers=peers,
+        directory=nodes,
         delays_s=delays,
         **common,
     )

@@ -20,6 +20,7 @@ class HeldQubit:
     create_id: int | None = None
     sequence_number: int | None = None
     peer_qubit: int | None = None
+    request_key: tuple[str, int] | None = None  # the link request it came with (initiator, id)
 
 
 class QuantumMemory:
@@ -58,6 +59,10 @@ class QuantumMemory:
         elif self.free_slots <= 0:
             raise MemoryFull(f"no free slot for qubit {held.qubit} ({self.capacity} in use)")
         self.held[held.qubit] = held
+
+    def holding(self, request_key: tuple[str, int]) -> int:
+        """Qubits held for one link request."""
+        return sum(1 for held in self.held.values() if held.request_key == request_key)
 
     def release(self, qubit: int) -> HeldQubit:
         try:

@@ -87,6 +87,8 @@ class LinkRequest:
     granted: int = 0  # credits given to the station and not yet used
     heralded: int = 0  # pairs heralded at this end
     delivered: int = 0  # OKs given (initiator)
+    purpose: tuple[str, int] | None = None  # the end-to-end request this link serves
+    max_window: int | None = None  # keep-mode slots this request may hold at once
     local: dict[int, LocalHalf] = field(default_factory=dict)
     remote: dict[int, ReportedHalf] = field(default_factory=dict)
 
@@ -98,11 +100,17 @@ class LinkRequest:
     def deadline(self) -> float:
         return self.started_at + self.max_time_s if self.max_time_s > 0 else math.inf
 
-    def credits_wanted(self, memory_free: int) -> int:
-        """How many more credits to grant now (bounded by what the request still needs)."""
+    def credits_wanted(self, memory_free: int, holding: int = 0) -> int:
+        """How many more credits to grant now (bounded by what the request still needs).
+
+        `holding`: qubits this request's pairs still occupy; with `max_window` they count
+        against it, so one link of a repeater can never take the other link's slots.
+        """
         if self.finished or not self.accepted:
             return 0
         window = MEASURE_WINDOW if self.type == "measure" else memory_free + self.granted
+        if self.max_window is not None:
+            window = min(window, self.max_window - holding)
         wanted = window - self.granted
         if self.number > 0:
             wanted = min(wanted, self.number - self.heralded - self.granted)

@@ -19,7 +19,9 @@ import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 from qnemu.node.memory import HeldQubit, QuantumMemory
+from qnemu.node.network import EndToEndRequest, NetworkLayer
 from qnemu.node.requests import LinkRequest, LocalHalf, validate_request
+from qnemu.node.routing import Routing
 from qnemu.node.sinks import ClientSink, WorkloadSink
 from qnemu.physics.bell import BellState, bell_vector
 from qnemu.runtime import EmulatedClock, Origin, Service, ServiceAddress
@@ -30,6 +32,7 @@ from qnemu.wire.common import ErrorReply
 from qnemu.wire.control import (
     EntangleDone,
     EntangleErr,
+    EntangleOk,
     EntangleRequest,
     FreeReply,
     FreeRequest,
@@ -46,6 +49,14 @@ from qnemu.wire.link import (
     PairReport,
     ReportedHalf,
     RequestEnd,
+)
+from qnemu.wire.network import (
+    EndHalf,
+    PathEnd,
+    PathFailed,
+    PathRequest,
+    SegmentBroken,
+    SwapReport,
 )
 
 __all__ = ["Neighbour", "NodeService"]
@@ -78,6 +89,7 @@ class NodeService(Service):
         hardware: NodeConfig,
         neighbours: dict[str, Neighbour],
         workloads: list[WorkloadConfig] | None = None,
+        routing: Routing | None = None,
         broker: str = "broker",
         seed: int | None = None,
         **kwargs: Any,
@@ -90,6 +102,8 @@ class NodeService(Service):
         self.rng = np.random.default_rng(seed)
         self.memory = QuantumMemory(hardware.qubits)
         self.requests: dict[tuple[str, int], LinkRequest] = {}
+        self.routing = routing
+        self.network = NetworkLayer(self)
         self._next_create_id = 1
         self._link_stats = {
             peer: {"delivered": 0, "heralded": 0, "fidelity_sum": 0.0} for peer in neighbours
@@ -106,6 +120,12 @@ class NodeService(Service):
                 MeasureRequest.msg_type: self._on_measure,
                 FreeRequest.msg_type: self._on_free,
                 FreeReply.msg_type: lambda envelope, origin: None,
+                PathRequest.msg_type: self._on_path_request,
+                PathEnd.msg_type: lambda e, o: self.network.on_path_end(e.body),
+                SwapReport.msg_type: self._on_swap_report,
+                SegmentBroken.msg_type: lambda e, o: self.network.on_segment_broken(e.body),
+                EndHalf.msg_type: lambda e, o: self.network.on_end_half(e.body),
+                PathFailed.msg_type: lambda e, o: self.network.on_path_failed(e.body),
             }
         )
         self._init_metrics()
@@ -135,6 +155,17 @@ class NodeService(Service):
             "qnemu_link_requests",
             "Link-layer requests ended at the initiator, by peer and result.",
             ["peer", "result"],
+            registry=registry,
+        )
+        self.m_swaps = Counter(
+            "qnemu_swaps",
+            "Entanglement swaps (Bell-state measurements) this node did as a repeater.",
+            registry=registry,
+        )
+        self.m_end_to_end = Counter(
+            "qnemu_end_to_end_pairs_delivered",
+            "End-to-end pairs (through repeaters) delivered at this source node, by destination.",
+            ["dst", "type"],
             registry=registry,
         )
         self.m_expired = Counter(
@@ -174,6 +205,9 @@ class NodeService(Service):
             self.m_requests.labels(peer=request.remote_node_id, result=code).inc()
 
         neighbour = self.neighbours.get(request.remote_node_id)
+        if neighbour is None and self.routing is not None and request.remote_node_id != self.name:
+            self._next_create_id -= 1  # the network layer numbers its own requests
+            return self.network.submit(request, sink)
         if neighbour is None:
             known = ", ".join(sorted(self.neighbours)) or "none"
             refuse(
@@ -312,7 +346,8 @@ class NodeService(Service):
         if problem is not None:
             reject("UNSUPP", problem)
             return
-        if create.type == "keep" and self.memory.free_slots == 0:
+        # A link of an end-to-end path waits for memory; a client's request is told now.
+        if create.type == "keep" and self.memory.free_slots == 0 and create.purpose is None:
             reject("NORES", f"{self.name}: all {self.memory.capacity} memory qubits in use")
             return
         request = LinkRequest(
@@ -327,6 +362,9 @@ class NodeService(Service):
             started_at=envelope.header.sent_at,
             accepted=True,
         )
+        if create.purpose is not None:
+            request.purpose = _purpose_key(create.purpose)
+            request.max_window = self._window_for(request.purpose)
         self.requests[request.key] = request
         self.send(initiator, CreateAccept(create.create_id))
         self._grant_credits(request)
@@ -340,7 +378,11 @@ class NodeService(Service):
     # ---- both ends -------------------------------------------------------------------
 
     def _grant_credits(self, request: LinkRequest) -> None:
-        wanted = request.credits_wanted(self.memory.free_slots)
+        holding = 0
+        if request.purpose is not None:  # shares change as end-to-end requests come and go
+            request.max_window = self._window_for(request.purpose)
+            holding = self.memory.holding(request.key)
+        wanted = request.credits_wanted(self.memory.free_slots, holding)
         granted = self.memory.reserve(wanted) if request.type == "keep" else wanted
         if granted <= 0:
             return
@@ -386,6 +428,21 @@ class NodeService(Service):
         request.heralded += count
         self._link_stats[request.peer]["heralded"] += count
         self.m_heralded.labels(peer=request.peer).inc(count)
+        if request.purpose is not None:  # a link of an end-to-end path: the network layer
+            for pair in herald.pairs:
+                held = HeldQubit(
+                    pair.qubit,
+                    now,
+                    request.create_id,
+                    pair.sequence_number,
+                    pair.peer_qubit,
+                    request_key=request.key,
+                )
+                self.memory.store(held, reserved=True)
+            self._grant_credits(request)
+            for pair in herald.pairs:
+                await self.network.on_link_half(request.purpose, request, pair, now)
+            return
         if request.type == "measure":
             halves = await self._measure_halves(herald, now)
         else:
@@ -521,6 +578,80 @@ class NodeService(Service):
             raise RuntimeError(f"broker refused op {body.error.index}: {body.error.message}")
         return body.results
 
+    # ---- what the network layer uses -------------------------------------------------
+
+    def start_link_for(self, e2e: EndToEndRequest, peer: str) -> LinkRequest | None:
+        """A keep-mode link request towards `peer` that feeds end-to-end request `e2e`."""
+        neighbour = self.neighbours.get(peer)
+        if neighbour is None:
+            log.error("%s: path %s needs a link to %s", self.name, e2e.path, peer)
+            return None
+        create_id = self._next_create_id
+        self._next_create_id += 1
+        purpose = (e2e.src, e2e.request_id)
+        request = LinkRequest(
+            create_id=create_id,
+            initiator=self.name,
+            peer=peer,
+            number=0,
+            minimum_fidelity=0.0,
+            max_time_s=0.0,
+            type="keep",
+            basis="random",
+            started_at=self.clock.now(),
+            sink=_PathLinkSink(self.network, purpose),
+            purpose=purpose,
+            max_window=self._window_for(purpose),
+        )
+        self.requests[request.key] = request
+        body = CreateRequest(
+            create_id=create_id,
+            remote_node_id=self.name,
+            number=0,
+            minimum_fidelity=0.0,
+            max_time_s=0.0,
+            type="keep",
+            basis="random",
+            purpose=f"{e2e.src}:{e2e.request_id}",
+        )
+        self.send(peer, body)
+        return request
+
+    def _window_for(self, purpose: tuple[str, int]) -> int:
+        """The memory one link of an end-to-end request may hold: an equal share for every
+        link this node serves for end-to-end requests (a repeater serves two per request),
+        so that concurrent requests always keep a slot each and never deadlock."""
+        sides = sum(2 if e2e.role == "repeater" else 1 for e2e in self.network.requests.values())
+        return max(1, self.memory.capacity // max(1, sides))
+
+    def end_link_for(self, request: LinkRequest) -> None:
+        self._finish(request, None, "done")
+
+    def forget_qubits(self, qubits: list[int]) -> None:
+        """Qubits an operation is about to consume at the broker (measured and freed)."""
+        for qubit in qubits:
+            if qubit in self.memory.held:
+                self.memory.release(qubit)
+        self._regrant_all()
+
+    async def release_qubits(self, qubits: list[int]) -> None:
+        await self._free_held(qubits)
+
+    async def broker_ops(self, ops: list) -> list[Any]:
+        return await self._broker_ops(ops)
+
+    def pick_basis(self, basis: str) -> str:
+        return self._pick_basis(basis)
+
+    def count_end_to_end(self, e2e: EndToEndRequest, pair: EntangleOk) -> None:
+        self.m_end_to_end.labels(dst=pair.dst, type=e2e.type).inc()
+
+    def _on_path_request(self, envelope: Envelope, origin: Origin) -> None:
+        self.network.on_path_request(envelope.body, envelope.header.sender)
+
+    async def _on_swap_report(self, envelope: Envelope, origin: Origin) -> None:
+        await self.network.on_swap_report(envelope.body, envelope.header.sent_at)
+
     # ---- time-driven work ------------------------------------------------------------
 
     async def _watch_deadlines_and_cutoffs(self) -> None:
@@ -537,9 +668,11 @@ class NodeService(Service):
                         f"{request.delivered} of {request.number} pairs within "
                         f"max_time_s {request.max_time_s}",
                     )
+            self.network.check_deadlines(now)
             expired = self.memory.expired(now, cutoff_s)
             if expired:
                 self.m_expired.inc(len(expired))
+                await self.network.on_expired(expired)
                 await self._free_held([held.qubit for held in expired])
 
     async def _run_workload(self, workload: WorkloadConfig) -> None:
@@ -571,7 +704,36 @@ class NodeService(Service):
             }
         return {
             **super().stats(),
-            "memory": {"capacity": self.memory.capacity, "in_use": self.memory.in_use},
+            "memory": {
+                "capacity": self.memory.capacity,
+                "in_use": self.memory.in_use,
+                "reserved": self.memory.reserved,
+                "held": sorted(self.memory.held),
+            },
             "links": links,
             "active_requests": len(self.requests),
+            "end_to_end": self.network.stats(),
         }
+
+
+class _PathLinkSink:
+    """The sink of a link request that feeds an end-to-end path: pairs go to the network
+    layer directly; only a failure matters, and it fails the end-to-end request."""
+
+    def __init__(self, network: NetworkLayer, purpose: tuple[str, int]):
+        self.network = network
+        self.purpose = purpose
+
+    def ok(self, pair: EntangleOk) -> None:
+        pass
+
+    def err(self, error: EntangleErr) -> None:
+        self.network.link_failed(self.purpose, error.error_code, error.message)
+
+    def done(self, done: EntangleDone) -> None:
+        pass
+
+
+def _purpose_key(purpose: str) -> tuple[str, int]:
+    src, _, request_id = purpose.rpartition(":")
+    return (src, int(request_id))

@@ -67,6 +67,7 @@ class Service:
         *,
         network: str = "qnemu",
         peers: dict[str, str] | None = None,
+        directory: dict[str, str] | None = None,
         delays_s: dict[str, float] | None = None,
         registry: CollectorRegistry | None = None,
     ):
@@ -75,6 +76,9 @@ class Service:
         self.clock = clock
         self.network = network
         self.peer_endpoints = dict(peers or {})
+        # Processes we may talk to later: connected on first send (a node reaches the far
+        # end of a path only when it serves one).
+        self.directory = dict(directory or {})
         self.delays_s = dict(delays_s or {})
         self.registry = registry or CollectorRegistry()
         self.metrics = CommonMetrics(self.registry, name=name, role=self.role, network=network)
@@ -211,6 +215,8 @@ class Service:
         msg_id = new_msg_id()
         stamp = self.clock.now() if sent_at is None else sent_at
         data = encode(body, sender=self.name, sent_at=stamp, parent_id=parent_id, msg_id=msg_id)
+        if peer not in self._dealers_io and peer in self.directory:
+            self.connect(peer, self.directory[peer])
         try:
             self._dealers_io[peer].send(data, zmq.NOBLOCK)
         except KeyError:

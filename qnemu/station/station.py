@@ -30,6 +30,7 @@ __all__ = ["MemoryParameters", "StationService"]
 
 log = logging.getLogger(__name__)
 MAX_PAIRS_PER_BATCH = 512
+CANCELLED_REMEMBERED = 10_000  # requests whose late credits are ignored
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class StationService(Service):
             for state in physics.herald_bell_states
         }
         self._generations: OrderedDict[tuple[str, int], _Generation] = OrderedDict()
+        self._cancelled: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._wake = asyncio.Event()
         self._link_free_at = 0.0
         self._sampled: tuple[float, int] | None = None  # the next success, drawn ahead
@@ -145,6 +147,8 @@ class StationService(Service):
             self.reply(origin, ErrorReply("bad_request", problem), parent_id=envelope.header.msg_id)
             return
         key = (credit.initiator, credit.create_id)
+        if key in self._cancelled:
+            return  # a credit that crossed the cancel on the wire
         generation = self._generations.get(key)
         if generation is None:
             generation = self._generations[key] = _Generation(credit.initiator, credit.create_id)
@@ -154,7 +158,11 @@ class StationService(Service):
 
     def _on_cancel(self, envelope: Envelope, origin: Origin) -> None:
         cancel: GenerateCancel = envelope.body
-        self._generations.pop((cancel.initiator, cancel.create_id), None)
+        key = (cancel.initiator, cancel.create_id)
+        self._generations.pop(key, None)
+        self._cancelled[key] = None
+        while len(self._cancelled) > CANCELLED_REMEMBERED:
+            self._cancelled.popitem(last=False)
         self.active.set(len(self._generations))
 
     def _check_parties(self, sender: str, initiator: str, peer: str) -> str | None:

@@ -5,7 +5,7 @@ raising `WireError(reason, ...)` for anything malformed, unknown or oversized.
 Importing this package registers every message type.
 """
 
-from qnemu.wire import broker, common, control, link
+from qnemu.wire import broker, common, control, link, network
 from qnemu.wire.envelope import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
@@ -32,5 +32,6 @@ __all__ = [
     "link",
     "message_class",
     "message_types",
+    "network",
     "new_msg_id",
 ]

@@ -46,6 +46,7 @@ class EntangleOk:
     qubits: tuple[Int, Int] | None = None  # keep: (src half, dst half)
     outcomes: tuple[Int, Int] | None = None  # measure: (src, dst)
     bases: tuple[Str, Str] | None = None
+    path: list[Str] | None = None  # end-to-end pairs: the nodes they were swapped through
 
 
 @message("entangle_err")

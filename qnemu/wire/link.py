@@ -35,6 +35,7 @@ class CreateRequest:
     max_time_s: Float
     type: Str  # "keep" | "measure"
     basis: Str  # measure basis: Z, X, Y or random
+    purpose: Str | None = None  # "<src>:<request_id>" of the end-to-end request it serves
 
 
 @message("create_accept")

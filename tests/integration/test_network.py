@@ -217,11 +217,19 @@ async def test_held_qubits_can_be_measured_and_freed_once(client: QnemuClient):
 # --- link-layer errors ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dst", ["erin", "zed"])
-async def test_a_node_without_a_link_to_dst_answers_unsupp(client, dst):
-    pairs, error = await collect_until_error(client, "alice", dst, pairs=1)
+async def test_an_unknown_destination_answers_unsupp(client):
+    pairs, error = await collect_until_error(client, "alice", "zed", pairs=1)
     assert pairs == [] and error.code == "UNSUPP" and error.delivered == 0
-    assert dst in error.message
+    assert "zed" in error.message
+
+
+async def test_a_node_without_a_link_to_dst_is_reached_through_a_repeater(client):
+    # alice and erin share no link: the network layer swaps at bob.
+    (pair,) = [pair async for pair in client.entangle("alice", "erin", pairs=1, timeout_s=10)]
+    assert pair.path == ["alice", "bob", "erin"]
+    assert pair.fidelity == pytest.approx(1.0, abs=1e-9)  # two perfect links
+    await client.free("alice", [pair.qubits[0]])
+    await client.free("erin", [pair.qubits[1]])
 
 
 async def test_bad_request_parameters_answer_unsupp(client: QnemuClient):
