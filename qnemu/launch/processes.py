@@ -10,12 +10,16 @@ from pathlib import Path
 from qnemu.broker.server import BrokerService
 from qnemu.broker.store import StateStore
 from qnemu.launch.plan import BROKER_NAME, RunPlan, arm_lengths_km, delay_s, process_seed
+from qnemu.node import apps, mqtt, qkd
 from qnemu.node.routing import Routing
 from qnemu.node.service import Neighbour, NodeService
 from qnemu.runtime import EmulatedClock, Service, ServiceAddress
 from qnemu.station.station import MemoryParameters, StationService
 
-__all__ = ["build_service", "serve"]
+__all__ = ["NODE_EXTENSIONS", "build_service", "serve"]
+
+# Builders of node extensions: (node, topology, plan) -> NodeExtension | None.
+NODE_EXTENSIONS: list = [apps.extension, qkd.extension, mqtt.extension]
 
 
 def build_service(plan: RunPlan, name: str) -> Service:
@@ -82,7 +86,7 @@ def build_service(plan: RunPlan, name: str) -> Service:
     for other, other_delay_s in routing.fibre_delays_s(name).items():
         delays.setdefault(other, other_delay_s)
     nodes = {p.name: p.endpoint for p in plan.processes if p.role == "node" and p.name != name}
-    return NodeService(
+    node = NodeService(
         name,
         address,
         clock,
@@ -97,6 +101,11 @@ def build_service(plan: RunPlan, name: str) -> Service:
         delays_s=delays,
         **common,
     )
+    for build in NODE_EXTENSIONS:  # each decides from the topology whether this node needs it
+        extension = build(node, topology, plan)
+        if extension is not None:
+            node.add_extension(extension)
+    return node
 
 
 def serve(run_dir: Path, name: str) -> int:

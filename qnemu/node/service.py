@@ -13,7 +13,7 @@ Flow of one CREATE (initiator I, peer P, station S between them):
 import asyncio
 import logging
 import math
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
@@ -59,7 +59,7 @@ from qnemu.wire.network import (
     SwapReport,
 )
 
-__all__ = ["Neighbour", "NodeService"]
+__all__ = ["Neighbour", "NodeExtension", "NodeService"]
 
 log = logging.getLogger(__name__)
 FIDELITY_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 0.999, 1.0)
@@ -104,6 +104,7 @@ class NodeService(Service):
         self.requests: dict[tuple[str, int], LinkRequest] = {}
         self.routing = routing
         self.network = NetworkLayer(self)
+        self.extensions: list[NodeExtension] = []  # added by add_extension() before run()
         self._next_create_id = 1
         self._link_stats = {
             peer: {"delivered": 0, "heralded": 0, "fidelity_sum": 0.0} for peer in neighbours
@@ -192,6 +193,12 @@ class NodeService(Service):
             tasks.create_task(self._watch_deadlines_and_cutoffs())
             for workload in self.workloads:
                 tasks.create_task(self._run_workload(workload))
+            for extension in self.extensions:
+                tasks.create_task(extension.run())
+
+    async def on_stop(self) -> None:
+        for extension in self.extensions:
+            await extension.stop()
 
     # ---- initiator side --------------------------------------------------------------
 
@@ -578,6 +585,11 @@ class NodeService(Service):
             raise RuntimeError(f"broker refused op {body.error.index}: {body.error.message}")
         return body.results
 
+    def add_extension(self, extension: "NodeExtension") -> None:
+        """Something more a node runs (applications, QKD, MQTT control): it may add
+        handlers to `self.handlers`; its run() goes in the node's task group."""
+        self.extensions.append(extension)
+
     # ---- what the network layer uses -------------------------------------------------
 
     def start_link_for(self, e2e: EndToEndRequest, peer: str) -> LinkRequest | None:
@@ -714,6 +726,13 @@ class NodeService(Service):
             "active_requests": len(self.requests),
             "end_to_end": self.network.stats(),
         }
+
+
+class NodeExtension(Protocol):
+    """A part of a node process beyond the link and network layers."""
+
+    async def run(self) -> None: ...
+    async def stop(self) -> None: ...
 
 
 class _PathLinkSink:

@@ -20,6 +20,7 @@ __all__ = [
     "DepolariseLinkConfig",
     "DoubleClickLinkConfig",
     "LinkConfig",
+    "MqttConfig",
     "NodeConfig",
     "PerfectLinkConfig",
     "SingleClickLinkConfig",
@@ -56,6 +57,8 @@ class NodeConfig(_Strict):
     two_qubit_gate_depolar_prob: Probability = 0.0
     readout_error: tuple[Probability, Probability] = (0.0, 0.0)  # [p(1|0), p(0|1)]
     cutoff_s: PositiveFloat | None = None  # None: an unused pair is kept forever
+    # Secure application entities attached to this node's key manager (ETSI GS QKD 014).
+    saes: tuple[Name, ...] = ()
 
     @model_validator(mode="after")
     def _t2_within_twice_t1(self) -> "NodeConfig":
@@ -195,6 +198,12 @@ class WorkloadConfig(_Strict):
         return self
 
 
+class MqttConfig(_Strict):
+    """Where the network's northbound MQTT interface connects."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^mqtts?://[^\s/]+(:[0-9]+)?/?$")]
+
+
 class Topology(_Strict):
     """A quantum network: named nodes, the links between them and background workloads."""
 
@@ -204,6 +213,7 @@ class Topology(_Strict):
     nodes: Annotated[dict[Name, NodeConfig], Field(min_length=1)]
     links: tuple[AnyLinkConfig, ...] = ()
     workloads: tuple[WorkloadConfig, ...] = ()
+    mqtt: MqttConfig | None = None  # northbound control over MQTT, when given
 
     @model_validator(mode="after")
     def _references_resolve(self) -> "Topology":
