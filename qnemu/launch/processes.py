@@ -7,12 +7,15 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from qnemu.broker.server import BrokerService
 from qnemu.broker.store import StateStore
 from qnemu.launch.plan import BROKER_NAME, RunPlan, arm_lengths_km, delay_s, process_seed
 from qnemu.node import apps, mqtt, qkd
 from qnemu.node.routing import Routing
 from qnemu.node.service import Neighbour, NodeService
+from qnemu.physics.purification import bell_diagonal_coefficients
 from qnemu.runtime import EmulatedClock, Service, ServiceAddress
 from qnemu.station.station import MemoryParameters, StationService
 
@@ -68,7 +71,11 @@ def build_service(plan: RunPlan, name: str) -> Service:
         station = link.station_name
         physics = link.physics()
         neighbours[peer] = Neighbour(
-            peer, station, f"{link.nodes[0]}-{link.nodes[1]}", physics.fidelity
+            peer,
+            station,
+            f"{link.nodes[0]}-{link.nodes[1]}",
+            physics.fidelity,
+            phi_plus_coefficients(physics),
         )
         peers[peer] = endpoints[peer]
         peers[station] = endpoints[station]
@@ -106,6 +113,23 @@ def build_service(plan: RunPlan, name: str) -> Service:
         if extension is not None:
             node.add_extension(extension)
     return node
+
+
+def phi_plus_coefficients(physics) -> tuple[float, float, float, float]:
+    """Bell-diagonal weights of the link's pair after the frame update to Φ+ (averaged
+    over the Bell states it heralds): what purification starts from."""
+    weights = []
+    for state in physics.herald_bell_states:
+        frame = np.kron(np.eye(2), _PAULI_FRAME[int(state)])
+        corrected = frame @ physics.delivered_state(state) @ frame.conj().T
+        weights.append(bell_diagonal_coefficients(corrected))
+    return tuple(float(w) for w in np.mean(weights, axis=0))
+
+
+# The Pauli on the second qubit that takes each Bell state to Φ+ (value: x<<1 | z).
+_X = np.array([[0, 1], [1, 0]])
+_Z = np.diag([1, -1])
+_PAULI_FRAME = {0: np.eye(2), 1: _X, 2: _Z, 3: _Z @ _X}
 
 
 def serve(run_dir: Path, name: str) -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from qnemu.node.chains import Chain, ChainTracker
+from qnemu.node.purify import Purifier
 from qnemu.node.requests import validate_request
 from qnemu.physics.bell import BellState, bell_vector
 from qnemu.wire.broker import BellMeasureOp, FidelityOp, MeasureOp
@@ -26,6 +27,9 @@ from qnemu.wire.network import (
     PathEnd,
     PathFailed,
     PathRequest,
+    PurifyOutcome,
+    PurifyResult,
+    PurifyStep,
     SegmentBroken,
     SwapReport,
 )
@@ -61,6 +65,17 @@ class LinkHalf:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class EndPair:
+    """An end-to-end pair as both ends will know it."""
+
+    first_pair_id: str  # names the pair at both ends
+    qubits: tuple[int, int]  # (source's half, destination's half)
+    bell_state: int
+    created_at: float
+    attempts: int
+
+
 @dataclass
 class EndToEndRequest:
     """One end-to-end request, as one node of its path sees it."""
@@ -75,6 +90,7 @@ class EndToEndRequest:
     deadline: float = math.inf
     sink: Any = None  # the source's client or workload
     estimated_fidelity: float = math.nan
+    purify_rounds: int = 0  # DEJMPS rounds (one-link paths only)
     delivered: int = 0
     finished: bool = False
     link_request: "LinkRequest | None" = None  # the link towards path[index + 1]
@@ -114,6 +130,7 @@ class NetworkLayer:
         self.node = node
         self.requests: dict[Key, EndToEndRequest] = {}
         self._next_id = 1
+        self.purifier = Purifier(self)
 
     # ---- source: accept or refuse ----------------------------------------------------
 
@@ -165,9 +182,36 @@ class NetworkLayer:
         self._forward(e2e)
         return e2e
 
+    def submit_purified(
+        self, request: EntangleRequest, sink: Any, rounds: int, estimated_fidelity: float
+    ) -> EndToEndRequest:
+        """A request to a neighbour above the link's fidelity: DEJMPS rounds on the link.
+        (The caller has checked the parameters and that `rounds` reach the target.)"""
+        node = self.node
+        request_id = self._next_id
+        self._next_id += 1
+        e2e = EndToEndRequest(
+            src=node.name,
+            request_id=request_id,
+            path=(node.name, request.remote_node_id),
+            index=0,
+            type=request.type,
+            basis=request.basis,
+            number=request.number,
+            deadline=node.clock.now() + request.max_time_s if request.max_time_s > 0 else math.inf,
+            sink=sink,
+            estimated_fidelity=estimated_fidelity,
+            purify_rounds=rounds,
+        )
+        self.requests[e2e.key] = e2e
+        self._forward(e2e)
+        return e2e
+
     def _forward(self, e2e: EndToEndRequest) -> None:
         following = e2e.path[e2e.index + 1]
-        body = PathRequest(e2e.src, e2e.request_id, list(e2e.path), e2e.type, e2e.basis)
+        body = PathRequest(
+            e2e.src, e2e.request_id, list(e2e.path), e2e.type, e2e.basis, e2e.purify_rounds
+        )
         self.node.send(following, body)
         e2e.link_request = self.node.start_link_for(e2e, following)
 
@@ -187,8 +231,9 @@ class NetworkLayer:
             index=index,
             type=body.type,
             basis=body.basis,
+            purify_rounds=body.purify_rounds,
         )
-        if e2e.role == "dst":
+        if e2e.role == "dst" and e2e.links > 1:
             e2e.tracker = ChainTracker(e2e.links)
         self.requests[e2e.key] = e2e
         if e2e.role == "repeater":
@@ -217,6 +262,9 @@ class NetworkLayer:
             await self._swap_when_ready(e2e)
             return
         e2e.own[half.pair_id] = half
+        if e2e.purify_rounds > 0:
+            await self.purifier.on_own_pair(e2e, half)
+            return
         chain = e2e.waiting_for_own.pop(half.pair_id, None)
         if chain is not None:
             await self._complete(e2e, chain, now)
@@ -260,16 +308,31 @@ class NetworkLayer:
 
     async def _complete(self, e2e: EndToEndRequest, chain: Chain, now: float) -> None:
         src_qubit, dst_qubit = chain.end_qubits(e2e.links - 1)
-        mine = src_qubit if e2e.role == "src" else dst_qubit
         own_id = chain.first_pair_id() if e2e.role == "src" else self._last_pair_id(e2e, chain)
         e2e.own.pop(own_id, None)
-        bell_state = chain.bell_state
+        await self.deliver_end_pair(
+            e2e,
+            EndPair(
+                first_pair_id=chain.first_pair_id(),
+                qubits=(src_qubit, dst_qubit),
+                bell_state=chain.bell_state,
+                created_at=chain.created_at,  # the last swap made the end-to-end pair
+                attempts=sum(chain.attempts.values()),
+            ),
+            now,
+        )
+
+    async def deliver_end_pair(self, e2e: EndToEndRequest, pair: "EndPair", now: float) -> None:
+        """This end holds its half of an end-to-end pair: measure it or keep it, and join
+        it with the other end's half (at the source) or send it there (destination)."""
+        src_qubit, dst_qubit = pair.qubits
+        mine = src_qubit if e2e.role == "src" else dst_qubit
         half: dict[str, Any] = {"delivered_at": now, "qubit": None, "outcome": None, "basis": None}
         fidelity = e2e.estimated_fidelity
         if e2e.type == "keep":
             half["qubit"] = mine
             if e2e.role == "src":  # the OK's goodness: the oracle, now
-                target = bell_vector(BellState(bell_state))
+                target = bell_vector(BellState(pair.bell_state))
                 op = FidelityOp([src_qubit, dst_qubit], target.real.tolist(), target.imag.tolist())
                 (fidelity,) = await self.node.broker_ops([op])
         else:
@@ -284,21 +347,36 @@ class NetworkLayer:
             if half["qubit"] is not None:
                 await self.node.release_qubits([half["qubit"]])
             return
-        first = chain.first_pair_id()
+        first = pair.first_pair_id
         if e2e.role == "dst":
             if half["qubit"] is not None:
                 e2e.handed[first] = half["qubit"]
             self.node.send(e2e.src, EndHalf(e2e.src, e2e.request_id, first, **half))
             return
         half.update(
-            bell_state=bell_state,
+            bell_state=pair.bell_state,
             fidelity=min(1.0, float(fidelity)),
-            created_at=chain.created_at,  # the last swap made the end-to-end pair
-            attempts=sum(chain.attempts.values()),
+            created_at=pair.created_at,
+            attempts=pair.attempts,
             dst_qubit=dst_qubit,
         )
         e2e.done_here[first] = half
         self._try_deliver(e2e, first)
+
+    async def on_purify_step(self, body: PurifyStep) -> None:
+        e2e = self.requests.get((body.src, body.request_id))
+        if e2e is not None and not e2e.finished:
+            await self.purifier.on_step(e2e, body)
+
+    async def on_purify_outcome(self, body: PurifyOutcome) -> None:
+        e2e = self.requests.get((body.src, body.request_id))
+        if e2e is not None and not e2e.finished:
+            await self.purifier.on_outcome(e2e, body)
+
+    async def on_purify_result(self, body: PurifyResult) -> None:
+        e2e = self.requests.get((body.src, body.request_id))
+        if e2e is not None and not e2e.finished:
+            await self.purifier.on_result(e2e, body)
 
     def on_end_half(self, body: EndHalf) -> None:
         e2e = self.requests.get((body.src, body.request_id))
@@ -362,6 +440,7 @@ class NetworkLayer:
         """Forget the request here and free every qubit it still holds."""
         e2e.finished = True
         self.requests.pop(e2e.key, None)
+        self.purifier.forget(e2e)
         if e2e.link_request is not None:
             self.node.end_link_for(e2e.link_request)
         held = [h.qubits[1] for h in e2e.left] + [h.qubits[0] for h in e2e.right]

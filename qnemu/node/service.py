@@ -24,6 +24,7 @@ from qnemu.node.requests import LinkRequest, LocalHalf, validate_request
 from qnemu.node.routing import Routing
 from qnemu.node.sinks import ClientSink, WorkloadSink
 from qnemu.physics.bell import BellState, bell_vector
+from qnemu.physics.purification import dejmps, dejmps_rounds
 from qnemu.runtime import EmulatedClock, Origin, Service, ServiceAddress
 from qnemu.topology.models import NodeConfig, WorkloadConfig
 from qnemu.wire import Envelope
@@ -55,6 +56,9 @@ from qnemu.wire.network import (
     PathEnd,
     PathFailed,
     PathRequest,
+    PurifyOutcome,
+    PurifyResult,
+    PurifyStep,
     SegmentBroken,
     SwapReport,
 )
@@ -62,17 +66,29 @@ from qnemu.wire.network import (
 __all__ = ["Neighbour", "NodeExtension", "NodeService"]
 
 log = logging.getLogger(__name__)
+MAX_ROUNDS = 3  # purification rounds a link request may use (2^3 raw pairs per pair)
 FIDELITY_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 0.999, 1.0)
 
 
 class Neighbour:
     """What a node knows of one link: the peer, the station and the best fidelity."""
 
-    def __init__(self, peer: str, station: str, link_name: str, fidelity: float):
+    def __init__(
+        self,
+        peer: str,
+        station: str,
+        link_name: str,
+        fidelity: float,
+        coefficients: tuple[float, float, float, float] | None = None,
+    ):
         self.peer = peer
         self.station = station
         self.link_name = link_name
         self.fidelity = fidelity
+        # Bell-diagonal weights (Φ+, Ψ−, Ψ+, Φ−) of a pair once brought to Φ+: what
+        # purification works from. Default: a Werner state of that fidelity.
+        other = (1.0 - fidelity) / 3.0
+        self.coefficients = coefficients or (fidelity, other, other, other)
 
 
 class NodeService(Service):
@@ -127,6 +143,9 @@ class NodeService(Service):
                 SegmentBroken.msg_type: lambda e, o: self.network.on_segment_broken(e.body),
                 EndHalf.msg_type: lambda e, o: self.network.on_end_half(e.body),
                 PathFailed.msg_type: lambda e, o: self.network.on_path_failed(e.body),
+                PurifyStep.msg_type: lambda e, o: self.network.on_purify_step(e.body),
+                PurifyOutcome.msg_type: lambda e, o: self.network.on_purify_outcome(e.body),
+                PurifyResult.msg_type: lambda e, o: self.network.on_purify_result(e.body),
             }
         )
         self._init_metrics()
@@ -232,12 +251,7 @@ class NodeService(Service):
             refuse("UNSUPP", problem)
             return None
         if request.minimum_fidelity > neighbour.fidelity + 1e-12:
-            refuse(
-                "NOTIME",
-                f"link {neighbour.link_name} delivers fidelity {neighbour.fidelity:.4f} at best, "
-                f"below minimum_fidelity {request.minimum_fidelity}",
-            )
-            return None
+            return self._submit_purified(request, sink, neighbour, refuse, create_id)
         if request.type == "keep" and self.memory.free_slots == 0:
             refuse("NORES", f"{self.name}: all {self.memory.capacity} memory qubits in use")
             return None
@@ -267,6 +281,30 @@ class NodeService(Service):
             ),
         )
         return link_request
+
+    def _submit_purified(self, request, sink, neighbour: "Neighbour", refuse, create_id: int):
+        """Above the link's fidelity: purify (DEJMPS) if a few rounds get there."""
+        rounds = dejmps_rounds(neighbour.coefficients, request.minimum_fidelity, MAX_ROUNDS)
+        if rounds is None:
+            refuse(
+                "NOTIME",
+                f"link {neighbour.link_name} delivers fidelity {neighbour.fidelity:.4f}, and "
+                f"{MAX_ROUNDS} rounds of purification do not reach minimum_fidelity "
+                f"{request.minimum_fidelity}",
+            )
+            return None
+        if self.memory.capacity < rounds + 1:
+            refuse(
+                "NORES",
+                f"{rounds} rounds of purification need {rounds + 1} memory qubits, "
+                f"{self.name} has {self.memory.capacity}",
+            )
+            return None
+        self._next_create_id -= 1  # the network layer numbers its own requests
+        coefficients = neighbour.coefficients
+        for _ in range(rounds):
+            coefficients, _success = dejmps(coefficients)
+        return self.network.submit_purified(request, sink, rounds, coefficients[0])
 
     def _on_entangle(self, envelope: Envelope, origin: Origin) -> None:
         self.submit(envelope.body, ClientSink(self, origin, envelope.header.msg_id))

@@ -8,7 +8,7 @@ swap to both end nodes, which track the Pauli frame and deliver the end-to-end p
 
 from dataclasses import dataclass, field
 
-from qnemu.wire.registry import Float, Int, Str, message, nested
+from qnemu.wire.registry import Bool, Float, Int, Str, message, nested
 
 __all__ = [
     "EndHalf",
@@ -16,6 +16,9 @@ __all__ = [
     "PathEnd",
     "PathFailed",
     "PathRequest",
+    "PurifyOutcome",
+    "PurifyResult",
+    "PurifyStep",
     "SegmentBroken",
     "SwapReport",
 ]
@@ -31,6 +34,7 @@ class PathRequest:
     path: list[Str]
     type: Str  # keep | measure (at the end nodes; links always keep)
     basis: Str
+    purify_rounds: Int = 0  # DEJMPS rounds on a one-link path (0: none)
 
 
 @message("path_end")
@@ -102,3 +106,37 @@ class EndHalf:
     qubit: Int | None = None
     outcome: Int | None = None
     basis: Str | None = None
+
+
+@message("purify_step")
+@dataclass(frozen=True, slots=True)
+class PurifyStep:
+    """Source → destination: one DEJMPS round on these two link pairs (keep, sacrifice)."""
+
+    src: Str
+    request_id: Int
+    keep_id: Str
+    sacrifice_id: Str
+
+
+@message("purify_outcome")
+@dataclass(frozen=True, slots=True)
+class PurifyOutcome:
+    """Destination → source: my outcome on the sacrificed half of that round."""
+
+    src: Str
+    request_id: Int
+    keep_id: Str
+    outcome: Int
+
+
+@message("purify_result")
+@dataclass(frozen=True, slots=True)
+class PurifyResult:
+    """Source → destination: the kept pair survived (and is done), or is discarded."""
+
+    src: Str
+    request_id: Int
+    keep_id: Str
+    success: Bool
+    final: Bool
