@@ -4,6 +4,7 @@ qnemu up TOPOLOGY [--run-dir DIR] [--duration S] [--detach]
 qnemu status [--run-dir DIR] [--json]          qnemu down [--run-dir DIR]
 qnemu entangle SRC DST --pairs N [--minimum-fidelity F] [--measure BASIS] [--json]
 qnemu validate FILE
+qnemu app RUN_DIR_OR_TOPOLOGY alice=app_a.py bob=app_b.py [--arg k=v] [--json]
 qnemu export compose TOPOLOGY [-o FILE] [--swarm] [--mosquitto] [--image IMAGE]
 qnemu export k8s TOPOLOGY [-o DIR] [--image IMAGE]
 qnemu broker | station NAME | node NAME --run-dir DIR     (one process; used by `up`)
@@ -23,6 +24,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from qnemu.app.cli import add_app_parser
 from qnemu.client import EntangleError, QnemuClient, RequestError
 from qnemu.launch.launcher import Launcher, LaunchError, collect_stats, stop_run
 from qnemu.launch.live import link_figures, render, summary_table
@@ -138,6 +140,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         }
         for process in plan.processes
     ]
+    for entry in processes:  # a node with SAEs serves ETSI GS QKD 014 keys here
+        if entry["stats"] and entry["stats"].get("kme_url"):
+            entry["kme_url"] = entry["stats"]["kme_url"]
     if args.json:
         print(
             json.dumps(
@@ -317,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     entangle.add_argument("--json", action="store_true", help="one JSON object per pair")
     entangle.add_argument("--run-dir")
     entangle.set_defaults(handler=cmd_entangle)
+
+    add_app_parser(commands)
 
     validate = commands.add_parser("validate", help="check a topology file")
     validate.add_argument("file")

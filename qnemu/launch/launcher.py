@@ -18,6 +18,7 @@ from typing import Any
 
 from qnemu.client import QnemuClient
 from qnemu.launch.monitoring import write_prometheus_files
+from qnemu.launch.pki import ensure_pki
 from qnemu.launch.plan import RunPlan, make_plan
 from qnemu.launch.rundir import STATUS_FILE, process_alive, read_status, write_json
 from qnemu.topology import Topology
@@ -46,6 +47,10 @@ class Launcher:
         (self.run_dir / "topology.yaml").write_text(self.topology.to_yaml())
         self.plan.write(self.run_dir)
         write_prometheus_files(self.run_dir, self.plan)
+        kme_nodes = [name for name, node in self.topology.nodes.items() if node.saes]
+        if kme_nodes:  # a CA, and a certificate + key per KME and per SAE, in RUN_DIR/pki
+            saes = [sae for node in self.topology.nodes.values() for sae in node.saes]
+            ensure_pki(self.run_dir, kme_nodes, saes)
         for process in self.plan.processes:
             command = [sys.executable, "-m", "qnemu", process.role]
             if process.role != "broker":

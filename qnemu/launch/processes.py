@@ -25,7 +25,7 @@ __all__ = ["NODE_EXTENSIONS", "build_service", "serve"]
 NODE_EXTENSIONS: list = [apps.extension, qkd.extension, mqtt.extension]
 
 
-def build_service(plan: RunPlan, name: str) -> Service:
+def build_service(plan: RunPlan, name: str, run_dir: Path | None = None) -> Service:
     """The service object for process `name`, wired to its peers with fibre delays."""
     me = plan.process(name)
     topology = plan.topology_model()
@@ -108,6 +108,7 @@ def build_service(plan: RunPlan, name: str) -> Service:
         delays_s=delays,
         **common,
     )
+    node.run_dir = run_dir
     for build in NODE_EXTENSIONS:  # each decides from the topology whether this node needs it
         extension = build(node, topology, plan)
         if extension is not None:
@@ -144,7 +145,7 @@ def serve(run_dir: Path, name: str) -> int:
         stream=sys.stderr,
     )
     plan = RunPlan.read(run_dir)
-    service = build_service(plan, name)
+    service = build_service(plan, name, run_dir)
     asyncio.run(service.run())
     return 0
 

@@ -1,8 +1,472 @@
-"""Node extension: apps (being written)."""
+"""Node extension: the node side of applications (`qnemu.app`).
 
-__all__ = ["extension"]
+One app at a time is attached to a node (over the node's ROUTER, like a client). The node
+holds the app's qubits in its memory (they count against `qubits`), applies its gates
+with the node's gate noise and measures with its readout error, carries classical
+messages to the app on another node (fibre-delayed, node to node), and gets entangled
+pairs from the link and network layers. The initiator's node tells the other end which
+half is its app's (`app_epr_half`); the receiving node applies the Pauli-frame correction
+(noise-free: a frame update) so that both apps hold Φ+.
+
+Qubits an app holds are exempt from the link-layer cutoff: they are kept with
+`stored_at = +inf`, so `now − stored_at` never exceeds `cutoff_s` (the cutoff discards
+pairs nobody has claimed; an app decides for itself how long to keep what it owns).
+"""
+
+import asyncio
+import json
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from qnemu.node.memory import HeldQubit, MemoryFull
+from qnemu.physics.bell import BellState
+from qnemu.runtime import Origin
+from qnemu.wire import Envelope
+from qnemu.wire.app import (
+    AppAllocReply,
+    AppAllocRequest,
+    AppAttachReply,
+    AppAttachRequest,
+    AppDetachReply,
+    AppDetachRequest,
+    AppDoneReply,
+    AppEprCreateRequest,
+    AppEprHalf,
+    AppEprRecvRequest,
+    AppEprReply,
+    AppFreeRequest,
+    AppGateRequest,
+    AppMeasureReply,
+    AppMeasureRequest,
+    AppMessage,
+    AppPair,
+    AppRecvReply,
+    AppRecvRequest,
+    AppSendRequest,
+    AppStateReply,
+    AppStateRequest,
+)
+from qnemu.wire.broker import AllocOp, FreeOp, GateOp, MeasureOp, ReducedStateOp
+from qnemu.wire.common import ErrorReply
+from qnemu.wire.control import EntangleDone, EntangleErr, EntangleOk, EntangleRequest
+
+if TYPE_CHECKING:
+    from qnemu.node.service import NodeService
+
+__all__ = [
+    "FRAME_GATES",
+    "NodeApps",
+    "corrected_outcome",
+    "extension",
+]
+
+log = logging.getLogger(__name__)
+
+SINGLE_QUBIT_GATES = frozenset({"X", "Y", "Z", "H", "S", "T", "RX", "RY", "RZ"})
+TWO_QUBIT_GATES = frozenset({"CNOT", "CZ"})
+ROTATIONS = frozenset({"RX", "RY", "RZ"})
+BASES = ("Z", "X", "Y")
+
+# The local gates on the receiving half that turn each Bell state into Φ+:
+# Ψ+ = (1⊗X)Φ+, Φ− = (1⊗Z)Φ+, Ψ− = (1⊗XZ)Φ+ (up to a global phase).
+FRAME_GATES: dict[BellState, tuple[str, ...]] = {
+    BellState.PHI_PLUS: (),
+    BellState.PSI_PLUS: ("X",),
+    BellState.PHI_MINUS: ("Z",),
+    BellState.PSI_MINUS: ("X", "Z"),
+}
 
 
-def extension(node, topology, plan):
-    """Nothing yet: this node runs no apps extension."""
-    return None
+def corrected_outcome(bell_state: BellState, basis: str, outcome: int) -> int:
+    """A receiving half's outcome as if its frame correction had come before the measurement:
+    X (Ψ states) flips Z and Y outcomes, Z (minus states) flips X and Y outcomes."""
+    flip = 0
+    if bell_state & 1 and basis in ("Z", "Y"):
+        flip ^= 1
+    if bell_state & 2 and basis in ("X", "Y"):
+        flip ^= 1
+    return int(outcome) ^ flip
+
+
+def extension(node: "NodeService", topology, plan) -> "NodeApps":
+    """Every node can run an app."""
+    return NodeApps(node)
+
+
+@dataclass
+class _EprWaiter:
+    origin: Origin
+    parent_id: str
+    number: int
+    type: str
+    pairs: list[AppPair] = field(default_factory=list)
+
+
+@dataclass
+class _Session:
+    app: str
+    identity: bytes | None
+    owned: set[int] = field(default_factory=set)
+
+
+class NodeApps:
+    """The app currently attached to this node: its qubits, inboxes and waiting receives."""
+
+    def __init__(self, node: "NodeService"):
+        self.node = node
+        self.session: _Session | None = None
+        self.messages: dict[str, deque[str]] = {}  # by sending node
+        self.message_waiters: dict[str, deque[tuple[Origin, str]]] = {}
+        self.halves: dict[str, deque[tuple[str, AppPair | str]]] = {}  # (type, pair or error)
+        self.epr_waiters: dict[str, deque[_EprWaiter]] = {}
+        self._frame_lock = asyncio.Lock()  # halves reach the app in the order they came
+        session_handlers = {
+            AppDetachRequest.msg_type: self._on_detach,
+            AppAllocRequest.msg_type: self._on_alloc,
+            AppGateRequest.msg_type: self._on_gate,
+            AppMeasureRequest.msg_type: self._on_measure,
+            AppFreeRequest.msg_type: self._on_free,
+            AppStateRequest.msg_type: self._on_state,
+            AppSendRequest.msg_type: self._on_send,
+            AppRecvRequest.msg_type: self._on_recv,
+            AppEprCreateRequest.msg_type: self._on_epr_create,
+            AppEprRecvRequest.msg_type: self._on_epr_recv,
+        }
+        node.handlers[AppAttachRequest.msg_type] = self._on_attach
+        for msg_type, handler in session_handlers.items():
+            node.handlers[msg_type] = self._in_session(handler)
+        node.handlers[AppMessage.msg_type] = self._on_app_message
+        node.handlers[AppEprHalf.msg_type] = self._on_epr_half
+
+    async def run(self) -> None:
+        """Nothing runs on its own: everything is a reaction to a message."""
+
+    async def stop(self) -> None:
+        self.session = None
+
+    # ---- sessions --------------------------------------------------------------------
+
+    def _in_session(self, handler):
+        """Only the attached app may use app requests."""
+
+        def checked(envelope: Envelope, origin: Origin):
+            session = self.session
+            if session is None or origin.identity != session.identity:
+                message = f"no app of {envelope.header.sender!r} is attached to {self.node.name}"
+                self._error(origin, envelope, "not_attached", message)
+                return None
+            return handler(envelope, origin, session)
+
+        return checked
+
+    async def _on_attach(self, envelope: Envelope, origin: Origin) -> None:
+        freed = await self._end_session()
+        if freed:
+            log.info("%s: an earlier app session's %d qubits freed", self.node.name, freed)
+        self.session = _Session(envelope.body.app, origin.identity)
+        reply = AppAttachReply(self.node.name, self.node.memory.capacity, self.node.clock.now())
+        self.node.reply(origin, reply, parent_id=envelope.header.msg_id)
+
+    async def _on_detach(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
+        freed = await self._end_session()
+        self.node.reply(origin, AppDetachReply(freed), parent_id=envelope.header.msg_id)
+
+    async def _end_session(self) -> int:
+        """Free the session's qubits and forget every inbox and waiting receive."""
+        owned = set(self.session.owned) if self.session is not None else set()
+        self.session = None
+        for queue in self.halves.values():
+            for _, pair in queue:
+                if isinstance(pair, AppPair) and pair.qubit is not None:
+                    owned.add(pair.qubit)
+        self.messages.clear()
+        self.message_waiters.clear()
+        self.halves.clear()
+        self.epr_waiters.clear()
+        held = [qubit for qubit in owned if qubit in self.node.memory.held]
+        if held:
+            await self.node.release_qubits(held)
+        return len(held)
+
+    def _error(self, origin: Origin, envelope: Envelope | str, code: str, message: str) -> None:
+        parent = envelope if isinstance(envelope, str) else envelope.header.msg_id
+        self.node.reply(origin, ErrorReply(code, message), parent_id=parent)
+
+    def _done(self, origin: Origin, envelope: Envelope) -> None:
+        self.node.reply(origin, AppDoneReply(), parent_id=envelope.header.msg_id)
+
+    def _claim(self, session: _Session, qubit: int) -> bool:
+        """Make a held qubit the app's: out of the cutoff's reach and off any link request."""
+        memory = self.node.memory
+        if qubit not in memory.held:
+            return False
+        memory.release(qubit)
+        memory.store(HeldQubit(qubit, math.inf), reserved=False)  # the slot just freed
+        session.owned.add(qubit)
+        return True
+
+    def _unknown(self, session: _Session, qubits: list[int]) -> list[int]:
+        held = self.node.memory.held
+        return [q for q in qubits if q not in session.owned or q not in held]
+
+    # ---- local qubits ----------------------------------------------------------------
+
+    async def _on_alloc(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
+        node = self.node
+        if node.memory.free_slots <= 0:
+            message = f"{node.name}: all {node.memory.capacity} memory qubits in use"
+            self._error(origin, envelope, "NORES", message)
+            return
+        hardware = node.hardware
+        (qubit,) = await node.broker_ops([AllocOp(t1_s=hardware.t1_s, t2_s=hardware.t2_s)])
+        try:  # a pair may have taken the last slot while the broker answered
+            node.memory.store(HeldQubit(qubit, math.inf), reserved=False)
+        except MemoryFull as error:
+            await node.broker_ops([FreeOp(qubit)])
+            self._error(origin, envelope, "NORES", f"{node.name}: {error}")
+            return
+        if self.session is not session:  # detached meanwhile
+            await node.release_qubits([qubit])
+            return
+        session.owned.add(qubit)
+        node.reply(origin, AppAllocReply(qubit), parent_id=envelope.header.msg_id)
+
+    async def _on_gate(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
+        request: AppGateRequest = envelope.body
+        gate = request.gate.upper()
+        if gate in SINGLE_QUBIT_GATES:
+            arity, noise = 1, self.node.hardware.single_qubit_gate_depolar_prob
+        elif gate in TWO_QUBIT_GATES:
+            arity, noise = 2, self.node.hardware.two_qubit_gate_depolar_prob
+        else:
+            known = ", ".join(sorted(SINGLE_QUBIT_GATES | TWO_QUBIT_GATES))
+            self._error(origin, envelope, "bad_gate", f"unknown gate {request.gate!r} ({known})")
+            return
+        if len(request.qubits) != arity or len(set(request.qubits)) != arity:
+            message = f"{gate} acts on {arity} distinct qubit(s), got {request.qubits}"
+            self._error(origin, envelope, "bad_gate", message)
+            return
+        if (gate in ROTATIONS) != (request.angle is not None):
+            message = f"{gate} {'needs' if gate in ROTATIONS else 'takes no'} angle"
+            self._error(origin, envelope, "bad_gate", message)
+            return
+        unknown = self._unknown(session, request.qubits)
+        if unknown:
+            self._error(origin, envelope, "unknown_qubit", self._not_held(unknown))
+            return
+        op = GateOp(gate, list(request.qubits), angle=request.angle, depolar_prob=noise)
+        await self.node.broker_ops([op])
+        self._done(origin, envelope)
+
+    def _not_held(self, qubits: list[int]) -> str:
+        return f"the app on {self.node.name} holds no qubit {', '.join(map(str, qubits))}"
+
+    async def _on_measure(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
+        request: AppMeasureRequest = envelope.body
+        if request.basis not in BASES:
+            message = f"basis must be Z, X or Y, got {request.basis!r}"
+            self._error(origin, envelope, "bad_basis", message)
+            return
+        if self._unknown(session, [request.qubit]):
+            self._error(origin, envelope, "unknown_qubit", self._not_held([request.qubit]))
+            return
+        readout = tuple(self.node.hardware.readout_error)
+        op = MeasureOp(
+            request.qubit, request.basis, readout_error=readout, free=not request.inplace
+        )
+        if not request.inplace:
+            session.owned.discard(request.qubit)
+            self.node.forget_qubits([request.qubit])
+        (outcome,) = await self.node.broker_ops([op])
+        self.node.reply(origin, AppMeasureReply(int(outcome)), parent_id=envelope.header.msg_id)
+
+    async def _on_free(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
+        qubits = list(envelope.body.qubits)
+        unknown = self._unknown(session, qubits)
+        if unknown:
+            self._error(origin, envelope, "unknown_qubit", self._not_held(unknown))
+            return
+        session.owned.difference_update(qubits)
+        await self.node.release_qubits(qubits)
+        self._done(origin, envelope)
+
+    async def _on_state(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
+        qubits = list(envelope.body.qubits)
+        if not qubits or len(set(qubits)) != len(qubits):
+            self._error(origin, envelope, "bad_qubits", f"distinct qubits needed, got {qubits}")
+            return
+        try:  # an oracle: any node's qubits, as the emulator sees them
+            ((real, imag),) = await self.node.broker_ops([ReducedStateOp(qubits)])
+        except RuntimeError as error:
+            self._error(origin, envelope, "unknown_qubit", str(error))
+            return
+        self.node.reply(origin, AppStateReply(real, imag), parent_id=envelope.header.msg_id)
+
+    # ---- classical messages ----------------------------------------------------------
+
+    def _on_send(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
+        request: AppSendRequest = envelope.body
+        try:
+            json.loads(request.payload)
+        except ValueError:
+            self._error(origin, envelope, "bad_payload", "the payload must be JSON text")
+            return
+        if request.remote_node_id == self.node.name:
+            self._deliver_message(self.node.name, request.payload)
+        else:
+            try:
+                self.node.send(request.remote_node_id, AppMessage(request.payload))
+            except ValueError:
+                message = f"{self.node.name} cannot reach node {request.remote_node_id!r}"
+                self._error(origin, envelope, "unknown_node", message)
+                return
+        self._done(origin, envelope)
+
+    def _on_recv(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
+        remote = envelope.body.remote_node_id
+        self.message_waiters.setdefault(remote, deque()).append((origin, envelope.header.msg_id))
+        self._serve_messages(remote)
+
+    def _on_app_message(self, envelope: Envelope, origin: Origin) -> None:
+        self._deliver_message(envelope.header.sender, envelope.body.payload)
+
+    def _deliver_message(self, sender: str, payload: str) -> None:
+        self.messages.setdefault(sender, deque()).append(payload)
+        self._serve_messages(sender)
+
+    def _serve_messages(self, remote: str) -> None:
+        inbox = self.messages.get(remote)
+        waiters = self.message_waiters.get(remote)
+        while inbox and waiters:
+            origin, parent = waiters.popleft()
+            self.node.reply(origin, AppRecvReply(inbox.popleft()), parent_id=parent)
+
+    # ---- entangled pairs -------------------------------------------------------------
+
+    def _on_epr_create(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
+        request: AppEprCreateRequest = envelope.body
+        if request.number < 1:
+            message = f"number must be >= 1, got {request.number}"
+            self._error(origin, envelope, "UNSUPP", message)
+            return
+        sink = _AppPairSink(self, session, request.type, origin, envelope.header.msg_id)
+        self.node.submit(
+            EntangleRequest(
+                remote_node_id=request.remote_node_id,
+                number=request.number,
+                minimum_fidelity=request.minimum_fidelity,
+                max_time_s=request.max_time_s,
+                type=request.type,
+                basis=request.basis,
+            ),
+            sink,
+        )
+
+    def _on_epr_recv(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
+        request: AppEprRecvRequest = envelope.body
+        if request.number < 1 or request.type not in ("keep", "measure"):
+            message = f"number >= 1 and type keep or measure, got {request.number}, {request.type}"
+            self._error(origin, envelope, "UNSUPP", message)
+            return
+        waiter = _EprWaiter(origin, envelope.header.msg_id, request.number, request.type)
+        self.epr_waiters.setdefault(request.remote_node_id, deque()).append(waiter)
+        self._serve_halves(request.remote_node_id)
+
+    async def _on_epr_half(self, envelope: Envelope, origin: Origin) -> None:
+        body: AppEprHalf = envelope.body
+        sender = envelope.header.sender
+        pair = body.pair
+        bell_state = BellState.from_label(pair.bell_state)
+        async with self._frame_lock:
+            session = self.session
+            entry: AppPair | str
+            if body.type == "measure":
+                outcome = corrected_outcome(bell_state, pair.basis or "Z", pair.outcome or 0)
+                entry = replace(pair, outcome=outcome)
+            elif session is None or pair.qubit is None or not self._claim(session, pair.qubit):
+                if session is None and pair.qubit is not None:
+                    await self.node.release_qubits([pair.qubit])
+                entry = (
+                    f"{self.node.name} no longer held its half of pair {pair.create_id}:"
+                    f"{pair.sequence_number} from {sender} (memory cutoff_s passed?)"
+                )
+            else:
+                gates = FRAME_GATES[bell_state]
+                if gates:  # a frame update: noise-free
+                    await self.node.broker_ops([GateOp(g, [pair.qubit]) for g in gates])
+                entry = pair
+            self.halves.setdefault(sender, deque()).append((body.type, entry))
+            self._serve_halves(sender)
+
+    def _serve_halves(self, remote: str) -> None:
+        queue = self.halves.get(remote)
+        waiters = self.epr_waiters.get(remote)
+        while queue and waiters:
+            waiter = waiters[0]
+            kind, entry = queue[0]
+            if isinstance(entry, str) or kind != waiter.type:
+                queue.popleft()
+                waiters.popleft()
+                message = (
+                    entry
+                    if isinstance(entry, str)
+                    else (f"{remote} created {kind} pairs; recv_{waiter.type} cannot take them")
+                )
+                self._error(waiter.origin, waiter.parent_id, "mismatch", message)
+                continue
+            queue.popleft()
+            waiter.pairs.append(entry)
+            if len(waiter.pairs) == waiter.number:
+                waiters.popleft()
+                reply = AppEprReply(waiter.pairs)
+                self.node.reply(waiter.origin, reply, parent_id=waiter.parent_id)
+
+
+class _AppPairSink:
+    """Where the initiator's link or network layer reports an app's request."""
+
+    def __init__(self, apps: NodeApps, session: _Session, type: str, origin: Origin, parent: str):
+        self.apps = apps
+        self.session = session
+        self.type = type
+        self.origin = origin
+        self.parent_id = parent
+        self.pairs: list[AppPair] = []
+
+    def ok(self, pair: EntangleOk) -> None:
+        node = self.apps.node
+        common: dict[str, Any] = {
+            "create_id": pair.create_id,
+            "sequence_number": pair.sequence_number,
+            "bell_state": pair.bell_state,
+            "path": pair.path,
+        }
+        if self.type == "keep" and pair.qubits is not None:
+            mine, theirs = pair.qubits
+            if self.apps.session is self.session:
+                self.apps._claim(self.session, mine)
+            else:  # the app went away: nobody will use this half
+                node.spawn(node.release_qubits([mine]))
+            self.pairs.append(AppPair(qubit=mine, fidelity=pair.fidelity, **common))
+            there = AppPair(qubit=theirs, **common)
+        else:
+            outcomes, bases = pair.outcomes or (0, 0), pair.bases or ("Z", "Z")
+            self.pairs.append(
+                AppPair(outcome=outcomes[0], basis=bases[0], fidelity=pair.fidelity, **common)
+            )
+            there = AppPair(outcome=outcomes[1], basis=bases[1], **common)
+        node.send(pair.dst, AppEprHalf(self.type, there))
+
+    def err(self, error: EntangleErr) -> None:
+        mine = [p.qubit for p in self.pairs if p.qubit is not None]
+        if mine:  # the app never learns these handles: let them go
+            self.session.owned.difference_update(mine)
+            self.apps.node.spawn(self.apps.node.release_qubits(mine))
+        message = f"{error.message} ({error.delivered} delivered)"
+        self.apps._error(self.origin, self.parent_id, error.error_code, message)
+
+    def done(self, done: EntangleDone) -> None:
+        self.apps.node.reply(self.origin, AppEprReply(self.pairs), parent_id=self.parent_id)

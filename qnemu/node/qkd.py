@@ -1,8 +1,633 @@
-"""Node extension: qkd (being written)."""
+"""Node extension: BBM92 key generation on the node's QKD links, and its ETSI GS QKD 014 KME.
 
-__all__ = ["extension"]
+Division of labour: the link layer measures pairs (measure mode, random Z/X bases);
+this extension keeps each end's own outcomes (Alice from her OKs, Bob from the node's
+`half_measured_listeners` hook), carries the post-processing of `qnemu.qkd.session`
+over the fibre-delayed classical channel, authenticated with `qnemu.qkd.auth`, stores
+finished blocks in the node's `KeyStore` and serves them to SAEs through the KME.
+It never touches amplitudes (the broker) nor HTTP details (`qnemu.kme`).
+
+A link runs BBM92 when both its nodes declare SAEs; the node whose name sorts first is
+Alice (initiator). See docs/qkd.md.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+from prometheus_client import Counter, Gauge
+from prometheus_client.core import CounterMetricFamily
+
+from qnemu.keys import KeyStore, Reservation, ReservationError, key_store_path
+from qnemu.kme import KeyDeliveryApi, KmeServer, create_app, kme_ssl_context, serve_kme
+from qnemu.launch.pki import ensure_pki, kme_name
+from qnemu.qkd.auth import (
+    AuthenticatedMessage,
+    AuthenticationError,
+    MessageAuthenticator,
+    derive_key,
+)
+from qnemu.qkd.session import (
+    BASIS_CODES,
+    AliceBlock,
+    BlockResult,
+    BobBlock,
+    QkdSettings,
+    basis_code,
+    bob_raw_bit,
+)
+from qnemu.wire import Envelope
+from qnemu.wire.common import ErrorReply
+from qnemu.wire.control import EntangleDone, EntangleErr, EntangleOk, EntangleRequest
+from qnemu.wire.qkd import (
+    AUTHENTICATION_FIELDS,
+    KmeReserveReply,
+    KmeReserveRequest,
+    QkdBlockAbort,
+    QkdEstimateReply,
+    QkdEstimateRequest,
+    QkdKeyStored,
+    QkdParityReply,
+    QkdParityRequest,
+    QkdSiftReply,
+    QkdSiftRequest,
+    QkdVerifyReply,
+    QkdVerifyRequest,
+)
+
+__all__ = ["QkdExtension", "extension", "kme_info_path", "qkd_links"]
+
+log = logging.getLogger(__name__)
+
+REQUEST_PAIRS = 8192  # pairs per link-layer request; a new one follows at once
+REQUEST_MAX_TIME_S = 20.0  # emulated; a request the peer never answered ends, and is retried
+STEP_TIMEOUT_S = 15.0  # wall seconds to wait for the peer's next post-processing message
+RESERVE_ATTEMPTS = 10  # a reservation may arrive just before its block's ack: wait a little
+RESERVE_RETRY_S = 0.2
+POST_PROCESSING = (
+    QkdSiftRequest,
+    QkdSiftReply,
+    QkdEstimateRequest,
+    QkdEstimateReply,
+    QkdParityRequest,
+    QkdParityReply,
+    QkdVerifyRequest,
+    QkdVerifyReply,
+    QkdKeyStored,
+    QkdBlockAbort,
+)
+
+
+def qkd_links(topology, name: str) -> dict[str, str]:
+    """peer -> link name (`<a>-<b>` in topology order) of every QKD link of node `name`."""
+    links = {}
+    if name not in topology.nodes or not topology.nodes[name].saes:
+        return links
+    for link in topology.links:
+        if name in link.nodes:
+            peer = link.other(name)
+            if topology.nodes[peer].saes:
+                links[peer] = f"{link.nodes[0]}-{link.nodes[1]}"
+    return links
+
+
+def kme_info_path(run_dir: Path, node: str) -> Path:
+    """Where a node's KME writes its URL (read by `qnemu status` and tests)."""
+    return Path(run_dir) / "kme" / f"{node}.json"
+
+
+def _mac_payload(body: Any) -> bytes:
+    """What the tag covers: the message type and every field but the authentication ones."""
+    values = [
+        getattr(body, f.name)
+        for f in dataclasses.fields(body)
+        if f.name not in AUTHENTICATION_FIELDS
+    ]
+    return msgpack.packb([body.msg_type, *values], use_bin_type=True)
+
+
+class _Channel:
+    """One purpose of the authenticated classical channel with one peer (both directions).
+
+    The sender's name in every tag carries its session (one per start of the extension),
+    so a restarted node starts a fresh sequence and its old messages cannot be replayed.
+    """
+
+    def __init__(self, key: bytes, me: str, peer: str, session: str):
+        self.key, self.me, self.peer, self.session = key, me, peer, session
+        self._out = MessageAuthenticator(key, f"{me}#{session}", peer)
+        self._in: dict[str, MessageAuthenticator] = {}
+        self._retired: set[str] = set()
+
+    def seal(self, body: Any) -> Any:
+        sealed = self._out.seal(_mac_payload(body))
+        return dataclasses.replace(
+            body, session=self.session, sequence_number=sealed.sequence_number, tag=sealed.tag
+        )
+
+    def open(self, body: Any) -> Any:
+        """The body if authentic and new; else AuthenticationError."""
+        session = body.session
+        receiver = self._in.get(session)
+        if receiver is None:
+            if session in self._retired or not session:
+                raise AuthenticationError(f"session {session!r} of {self.peer} is over")
+            self._retired.update(self._in)  # the peer restarted: its old session is over
+            self._in = {session: MessageAuthenticator(self.key, self.me, f"{self.peer}#{session}")}
+            receiver = self._in[session]
+        message = AuthenticatedMessage(body.sequence_number, _mac_payload(body), body.tag)
+        receiver.open(message)
+        return body
+
+
+@dataclass
+class _Link:
+    """One QKD link as this node sees it."""
+
+    peer: str
+    name: str
+    role: str  # "alice" (initiator) or "bob"
+    postprocessing: _Channel
+    kme_request: _Channel
+    kme_reply: _Channel
+    raw: list[tuple[int, int, int, int]] = field(default_factory=list)  # Alice's own halves
+    halves: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # Bob's
+    inbox: asyncio.Queue = field(default_factory=asyncio.Queue)  # Alice: Bob's messages
+    block: BobBlock | None = None
+    next_block: int = 0
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+class _PairSink:
+    """Alice's link-layer sink: keeps her own outcome and basis of every pair, nothing more."""
+
+    def __init__(self, link: _Link):
+        self.link = link
+        self.delivered = 0
+        self.error: EntangleErr | None = None
+        self.finished = asyncio.Event()
+
+    def ok(self, pair: EntangleOk) -> None:
+        if pair.outcomes is None or pair.bases is None or pair.bases[0] not in BASIS_CODES:
+            return
+        self.delivered += 1
+        own = (pair.create_id, pair.sequence_number, pair.outcomes[0], basis_code(pair.bases[0]))
+        self.link.raw.append(own)
+
+    def err(self, error: EntangleErr) -> None:
+        self.error = error
+        self.finished.set()
+
+    def done(self, done: EntangleDone) -> None:
+        self.finished.set()
+
+
+class _BlockAborted(Exception):
+    """The peer gave the block up."""
+
+
+class _KmeRequestsCollector:
+    """qnemu_kme_requests_total from the KME's own counter, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.api: KeyDeliveryApi | None = None
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "qnemu_kme_requests",
+            "ETSI GS QKD 014 requests answered by this node's KME, by endpoint and HTTP status.",
+            labels=["endpoint", "status"],
+        )
+        if self.api is not None:
+            for (endpoint, status), count in sorted(self.api.stats.items()):
+                family.add_metric([endpoint, str(status)], count)
+        yield family
+
+
+class QkdExtension:
+    """BBM92 on a node's QKD links plus its KME; idle on a node with neither."""
+
+    def __init__(
+        self,
+        node,
+        topology,
+        *,
+        run_dir: Path | None,
+        seed: int | None = None,
+        settings: QkdSettings | None = None,
+        kme_host: str = "127.0.0.1",
+    ):
+        self.node = node
+        self.topology = topology
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.settings = settings or QkdSettings()
+        self.kme_host = kme_host
+        self.session = secrets.token_hex(4)
+        self.saes = tuple(topology.nodes[node.name].saes)
+        self.sae_nodes = {
+            sae: name for name, config in topology.nodes.items() for sae in config.saes
+        }
+        self.rng = np.random.default_rng()  # sample, tag and PA seeds: fresh each run
+        self.store: KeyStore | None = None
+        self.kme: KmeServer | None = None
+        self.kme_url: str | None = None
+        self.links: dict[str, _Link] = {}
+        shared = f"qnemu-qkd/{topology.name}/{seed}".encode()  # pre-shared (see docs/qkd.md)
+        for peer, link_name in qkd_links(topology, node.name).items():
+            first = node.name < peer
+
+            def channel(purpose: str, link_name: str = link_name, peer: str = peer) -> _Channel:
+                key = derive_key(shared, f"{link_name}/{purpose}".encode())
+                return _Channel(key, node.name, peer, self.session)
+
+            self.links[peer] = _Link(
+                peer,
+                link_name,
+                "alice" if first else "bob",
+                channel("postprocessing"),
+                channel("kme-request"),
+                channel("kme-reply"),
+            )
+            self.links[peer].figures = _new_figures(self.links[peer].role)
+        self._init_metrics()
+        for body in POST_PROCESSING:
+            node.handlers[body.msg_type] = self._on_postprocessing
+        node.handlers[KmeReserveRequest.msg_type] = self._on_reserve_request
+        node.handlers[KmeReserveReply.msg_type] = lambda envelope, origin: None  # too late
+        listeners = getattr(node, "half_measured_listeners", None)
+        if listeners is not None:
+            listeners.append(self._on_half_measured)
+        elif any(link.role == "bob" for link in self.links.values()):
+            log.error("%s: NodeService has no half_measured_listeners: BBM92 cannot run", node.name)
+
+    def _init_metrics(self) -> None:
+        registry = self.node.registry
+        self.m_qber = Gauge(
+            "qnemu_qkd_qber",
+            "QBER estimated on the sample of the link's last key block (0 to 1).",
+            ["peer", "link"],
+            registry=registry,
+        )
+        self.m_pool = Gauge(
+            "qnemu_key_pool_bits",
+            "Secret key bits this node holds for a peer, not yet handed to an SAE.",
+            ["peer"],
+            registry=registry,
+        )
+        self.m_secret = Counter(
+            "qnemu_qkd_secret_key_bits",
+            "Secret key bits distilled on the link and stored (both ends count).",
+            ["peer"],
+            registry=registry,
+        )
+        self.m_blocks = Counter(
+            "qnemu_qkd_blocks",
+            "Key blocks post-processed, by result (ok, aborted_qber, failed_verification, ...).",
+            ["peer", "result"],
+            registry=registry,
+        )
+        self.m_kme = _KmeRequestsCollector()
+        registry.register(self.m_kme)
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if not self.saes or self.run_dir is None:
+            return
+        path = key_store_path(self.run_dir, self.node.name)
+        self.store = await asyncio.to_thread(KeyStore, path, self.node.name)
+        for peer in self.links:
+            store = self.store
+            self.m_pool.labels(peer=peer).set_function(
+                lambda peer=peer, store=store: store.pool_bits(peer)
+            )
+        await self._start_kme()
+        async with asyncio.TaskGroup() as tasks:
+            for link in self.links.values():
+                if link.role == "alice":
+                    tasks.create_task(self._collect_pairs(link))
+                    tasks.create_task(self._alice_blocks(link))
+
+    async def stop(self) -> None:
+        if self.kme is not None:
+            await self.kme.stop()
+            self.kme = None
+
+    def stats(self) -> dict[str, Any]:
+        links = {}
+        for peer, link in self.links.items():
+            figures = dict(link.figures)
+            samples = figures["sample_bits"]
+            figures["qber_mean"] = figures["sample_errors"] / samples if samples else None
+            if self.store is not None:
+                figures["pool_bits"] = self.store.pool_bits(peer)
+            links[peer] = figures
+        return {"kme_url": self.kme_url, "qkd": links}
+
+    async def _start_kme(self) -> None:
+        run_dir = self.run_dir
+        assert run_dir is not None and self.store is not None
+        nodes = [name for name, config in self.topology.nodes.items() if config.saes]
+        paths = await asyncio.to_thread(_ensure_pki_locked, run_dir, nodes, list(self.sae_nodes))
+        me = kme_name(self.node.name)
+        context = kme_ssl_context(paths.ca_cert, paths.cert(me), paths.key(me))
+        api = KeyDeliveryApi(
+            self.node.name, set(self.saes), self.sae_nodes.get, self.store, self._reserve_at_peer
+        )
+        self.m_kme.api = api
+        info = kme_info_path(run_dir, self.node.name)
+        port = 0
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            port = int(json.loads(info.read_text())["port"])  # same URL after a restart
+        try:
+            self.kme = await serve_kme(create_app(api), self.kme_host, port, context)
+        except OSError:
+            self.kme = await serve_kme(create_app(api), self.kme_host, 0, context)
+        self.kme_url = self.kme.url
+        info.parent.mkdir(parents=True, exist_ok=True)
+        temporary = info.with_name(f"{info.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"kme_url": self.kme_url, "port": self.kme.port}))
+        temporary.replace(info)
+        log.info("%s: KME serving SAEs %s at %s", self.node.name, list(self.saes), self.kme_url)
+
+    # ---- Alice: pairs and blocks ---------------------------------------------------------
+
+    async def _collect_pairs(self, link: _Link) -> None:
+        backlog = 4 * self.settings.block_pairs
+        while True:
+            if len(link.raw) >= backlog:  # post-processing is behind: let it catch up
+                await asyncio.sleep(0.1)
+                continue
+            sink = _PairSink(link)
+            request = EntangleRequest(
+                remote_node_id=link.peer,
+                number=REQUEST_PAIRS,
+                max_time_s=REQUEST_MAX_TIME_S,
+                type="measure",
+                basis="random",
+            )
+            if self.node.submit(request, sink) is None:
+                await asyncio.sleep(1.0)
+                continue
+            await sink.finished.wait()
+            link.figures["raw_pairs"] += sink.delivered
+            if sink.error is not None and sink.delivered == 0:
+                await asyncio.sleep(0.5)
+
+    async def _alice_blocks(self, link: _Link) -> None:
+        size = self.settings.block_pairs
+        while True:
+            while len(link.raw) < size:
+                await asyncio.sleep(0.05)
+            taken = np.array(link.raw[:size], dtype=np.int64)
+            del link.raw[:size]
+            block_id = f"{link.name}/{self.session}/{link.next_block}"
+            link.next_block += 1
+            block = AliceBlock(
+                link.name,
+                block_id,
+                taken[:, :2],
+                taken[:, 2],
+                taken[:, 3],
+                self.settings,
+                self.rng,
+            )
+            try:
+                result = await self._alice_block(link, block)
+            except (TimeoutError, _BlockAborted, ValueError) as error:
+                log.warning("%s: block %s given up: %r", self.node.name, block_id, error)
+                if not isinstance(error, _BlockAborted):
+                    self._send(link, QkdBlockAbort(link.name, block_id, type(error).__name__))
+                result = BlockResult(block_id, "abandoned", size)
+            self._record(link, result)
+
+    async def _alice_block(self, link: _Link, block: AliceBlock) -> BlockResult:
+        self._send(link, block.sift_request())
+        step = block.on_sift_reply(await self._expect(link, block.block, QkdSiftReply))
+        if isinstance(step, BlockResult):
+            self._send(link, QkdBlockAbort(link.name, block.block, step.result))
+            return step
+        self._send(link, step)
+        reply = await self._expect(link, block.block, QkdEstimateReply)
+        ended = block.on_estimate_reply(reply)
+        if ended is not None:  # Bob has come to the same end from the same sample
+            return ended
+        while True:
+            message = await self._expect(link, block.block, (QkdParityRequest, QkdVerifyRequest))
+            if isinstance(message, QkdParityRequest):
+                self._send(link, block.answer(message))
+                continue
+            verdict, result = block.on_verify_request(message)
+            self._send(link, verdict)
+            if result.result != "ok":
+                return result
+            # Bob stores first and says so; then Alice: a key is never offered that the
+            # peer does not hold (a reservation racing the ack is retried at the peer).
+            await self._expect(link, block.block, QkdKeyStored)
+            await asyncio.to_thread(self._store_block, link, result)
+            return result
+
+    async def _expect(self, link: _Link, block: str, kinds) -> Any:
+        deadline = asyncio.get_running_loop().time() + STEP_TIMEOUT_S
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(f"no {kinds} from {link.peer} for block {block}")
+            async with asyncio.timeout(remaining):
+                message = await link.inbox.get()
+            if message.block != block:
+                continue  # left over from a block given up
+            if isinstance(message, QkdBlockAbort):
+                raise _BlockAborted(message.reason)
+            if isinstance(message, kinds):
+                return message
+            raise ValueError(f"unexpected {message.msg_type} in block {block}")
+
+    # ---- Bob: halves and answers ---------------------------------------------------------
+
+    def _on_half_measured(self, request, sequence_number: int, half) -> None:
+        link = self.links.get(request.peer)
+        if link is None or link.role != "bob" or request.initiator != link.peer:
+            return
+        if half.basis not in BASIS_CODES or half.outcome is None:
+            return
+        bit = bob_raw_bit(half.outcome, half.basis, half.bell_state)
+        link.halves[(request.create_id, sequence_number)] = (bit, basis_code(half.basis))
+        if len(link.halves) > 8 * self.settings.block_pairs:  # halves Alice never used
+            del link.halves[next(iter(link.halves))]
+
+    def _bob_step(self, link: _Link, body: Any) -> None:
+        if isinstance(body, QkdSiftRequest):
+            link.block = BobBlock(link.name, body.block, self.settings, self.rng)
+            reply = link.block.on_sift_request(
+                body, lambda create_id, number: link.halves.pop((create_id, number), None)
+            )
+            self._send(link, reply)
+            return
+        block = link.block
+        if block is None or body.block != block.block:
+            return  # a block this end has given up already
+        if isinstance(body, QkdBlockAbort):
+            link.block = None
+            self._record(link, BlockResult(block.block, "abandoned", block.pairs))
+        elif isinstance(body, QkdEstimateRequest):
+            reply, step = block.on_estimate_request(body)
+            self._send(link, reply)
+            if isinstance(step, BlockResult):
+                link.block = None
+                self._record(link, step)
+            else:
+                self._send(link, step)
+        elif isinstance(body, QkdParityReply):
+            self._send(link, block.on_parity_reply(body))
+        elif isinstance(body, QkdVerifyReply):
+            link.block = None
+            result = block.on_verify_reply(body)
+            if result.result == "ok":
+                self.node.spawn(self._bob_store(link, result))
+            else:
+                self._record(link, result)
+        else:
+            raise ValueError(f"Bob does not expect {body.msg_type}")
+
+    async def _bob_store(self, link: _Link, result: BlockResult) -> None:
+        await asyncio.to_thread(self._store_block, link, result)
+        self._send(link, QkdKeyStored(link.name, result.block))
+        self._record(link, result)
+
+    # ---- both ends -----------------------------------------------------------------------
+
+    def _store_block(self, link: _Link, result: BlockResult) -> None:
+        assert self.store is not None and result.key is not None
+        self.store.add_block(link.peer, result.block, result.key)
+
+    def _send(self, link: _Link, body: Any) -> None:
+        self.node.send(link.peer, link.postprocessing.seal(body))
+
+    def _on_postprocessing(self, envelope: Envelope, origin) -> None:
+        link = self.links.get(envelope.header.sender)
+        if link is None:
+            log.warning("%s: QKD message from %s, not a QKD peer", self.node.name, link)
+            return
+        try:
+            body = link.postprocessing.open(envelope.body)
+        except AuthenticationError as error:
+            link.figures["authentication_failures"] += 1
+            log.warning("%s: unauthenticated %s: %s", self.node.name, envelope.body.msg_type, error)
+            return
+        if link.role == "alice":
+            link.inbox.put_nowait(body)
+            return
+        try:
+            self._bob_step(link, body)
+        except Exception as error:
+            log.exception("%s: block %s failed at Bob", self.node.name, body.block)
+            if link.block is not None:
+                self._record(link, BlockResult(link.block.block, "abandoned", link.block.pairs))
+                link.block = None
+            self._send(link, QkdBlockAbort(link.name, body.block, type(error).__name__))
+
+    def _record(self, link: _Link, result: BlockResult) -> None:
+        figures = link.figures
+        figures["blocks"][result.result] = figures["blocks"].get(result.result, 0) + 1
+        self.m_blocks.labels(peer=link.peer, result=result.result).inc()
+        estimate = result.estimate
+        if estimate is not None:
+            self.m_qber.labels(peer=link.peer, link=link.name).set(estimate.qber)
+            figures["qber_last"] = estimate.qber
+            figures["qber_upper_last"] = estimate.qber_upper
+            figures["sample_errors"] += estimate.errors
+            figures["sample_bits"] += estimate.sample_size
+        figures["sifted_bits"] += result.sifted_bits
+        figures["leaked_bits"] += result.leaked_bits
+        if result.result == "ok":
+            figures["secret_key_bits"] += result.key_bits
+            self.m_secret.labels(peer=link.peer).inc(result.key_bits)
+
+    # ---- KME reservations over the classical channel ------------------------------------
+
+    async def _reserve_at_peer(self, peer: str, reservation: Reservation) -> None:
+        link = self.links.get(peer)
+        if link is None:
+            raise RuntimeError(f"no QKD link to {peer}")
+        body = link.kme_request.seal(KmeReserveRequest(reservation.to_dict()))
+        reply = (await self.node.request(peer, body, timeout_s=5.0)).body
+        if isinstance(reply, ErrorReply):
+            raise RuntimeError(f"{peer}: {reply.code}: {reply.message}")
+        if not isinstance(reply, KmeReserveReply):
+            raise RuntimeError(f"{peer} answered {reply.msg_type}")
+        link.kme_reply.open(reply)
+        if not reply.ok:
+            raise RuntimeError(f"{peer} refused the reservation: {reply.message}")
+
+    async def _on_reserve_request(self, envelope: Envelope, origin) -> None:
+        sender = envelope.header.sender
+        link = self.links.get(sender)
+        ok, message = False, ""
+        try:
+            if link is None or self.store is None:
+                raise ReservationError(f"{self.node.name} has no QKD link to {sender}")
+            link.kme_request.open(envelope.body)
+            reservation = Reservation.from_dict(envelope.body.reservation)
+            for attempt in range(RESERVE_ATTEMPTS):
+                try:
+                    await asyncio.to_thread(self.store.reserve_for, sender, reservation)
+                    ok = True
+                    break
+                except ReservationError as error:
+                    # Units of a block whose ack is still on its way: wait for it.
+                    if "unknown key unit" not in str(error) or attempt == RESERVE_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(RESERVE_RETRY_S)
+        except (ReservationError, AuthenticationError) as error:
+            message = str(error)
+            log.warning("%s: reservation from %s refused: %s", self.node.name, sender, message)
+        if link is None:
+            self.node.reply(
+                origin, ErrorReply("no_qkd_link", message), parent_id=envelope.header.msg_id
+            )
+            return
+        reply = link.kme_reply.seal(KmeReserveReply(ok, message))
+        self.node.reply(origin, reply, parent_id=envelope.header.msg_id)
+
+
+def _new_figures(role: str) -> dict[str, Any]:
+    return {
+        "role": role,
+        "blocks": {},
+        "raw_pairs": 0,
+        "sifted_bits": 0,
+        "sample_bits": 0,
+        "sample_errors": 0,
+        "leaked_bits": 0,
+        "secret_key_bits": 0,
+        "qber_last": None,
+        "qber_upper_last": None,
+        "authentication_failures": 0,
+    }
+
+
+def _ensure_pki_locked(run_dir: Path, nodes: list[str], saes: list[str]):
+    """ensure_pki, one process at a time: every node may start it at once."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".pki.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return ensure_pki(run_dir, nodes, saes)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def extension(node, topology, plan):
-    """Nothing yet: this node runs no qkd extension."""
-    return None
+    """Every node gets one (its metrics exist everywhere); it idles without SAEs."""
+    return QkdExtension(node, topology, run_dir=node.run_dir, seed=plan.seed)

@@ -13,6 +13,8 @@ Flow of one CREATE (initiator I, peer P, station S between them):
 import asyncio
 import logging
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -119,8 +121,12 @@ class NodeService(Service):
         self.memory = QuantumMemory(hardware.qubits)
         self.requests: dict[tuple[str, int], LinkRequest] = {}
         self.routing = routing
-        self.network = NetworkLayer(self)
+        self.network_layer = NetworkLayer(self)  # (self.network is the network's name)
         self.extensions: list[NodeExtension] = []  # added by add_extension() before run()
+        self.run_dir: Path | None = None  # where extensions keep files (key store, KME URL)
+        # (request, sequence_number, half) for every half this node measures in measure
+        # mode, at either end of the link, before the peer reports it (QKD's raw key).
+        self.half_measured_listeners: list[Callable[[LinkRequest, int, LocalHalf], None]] = []
         self._next_create_id = 1
         self._link_stats = {
             peer: {"delivered": 0, "heralded": 0, "fidelity_sum": 0.0} for peer in neighbours
@@ -138,14 +144,14 @@ class NodeService(Service):
                 FreeRequest.msg_type: self._on_free,
                 FreeReply.msg_type: lambda envelope, origin: None,
                 PathRequest.msg_type: self._on_path_request,
-                PathEnd.msg_type: lambda e, o: self.network.on_path_end(e.body),
+                PathEnd.msg_type: lambda e, o: self.network_layer.on_path_end(e.body),
                 SwapReport.msg_type: self._on_swap_report,
-                SegmentBroken.msg_type: lambda e, o: self.network.on_segment_broken(e.body),
-                EndHalf.msg_type: lambda e, o: self.network.on_end_half(e.body),
-                PathFailed.msg_type: lambda e, o: self.network.on_path_failed(e.body),
-                PurifyStep.msg_type: lambda e, o: self.network.on_purify_step(e.body),
-                PurifyOutcome.msg_type: lambda e, o: self.network.on_purify_outcome(e.body),
-                PurifyResult.msg_type: lambda e, o: self.network.on_purify_result(e.body),
+                SegmentBroken.msg_type: lambda e, o: self.network_layer.on_segment_broken(e.body),
+                EndHalf.msg_type: lambda e, o: self.network_layer.on_end_half(e.body),
+                PathFailed.msg_type: lambda e, o: self.network_layer.on_path_failed(e.body),
+                PurifyStep.msg_type: lambda e, o: self.network_layer.on_purify_step(e.body),
+                PurifyOutcome.msg_type: lambda e, o: self.network_layer.on_purify_outcome(e.body),
+                PurifyResult.msg_type: lambda e, o: self.network_layer.on_purify_result(e.body),
             }
         )
         self._init_metrics()
@@ -233,7 +239,7 @@ class NodeService(Service):
         neighbour = self.neighbours.get(request.remote_node_id)
         if neighbour is None and self.routing is not None and request.remote_node_id != self.name:
             self._next_create_id -= 1  # the network layer numbers its own requests
-            return self.network.submit(request, sink)
+            return self.network_layer.submit(request, sink)
         if neighbour is None:
             known = ", ".join(sorted(self.neighbours)) or "none"
             refuse(
@@ -304,7 +310,7 @@ class NodeService(Service):
         coefficients = neighbour.coefficients
         for _ in range(rounds):
             coefficients, _success = dejmps(coefficients)
-        return self.network.submit_purified(request, sink, rounds, coefficients[0])
+        return self.network_layer.submit_purified(request, sink, rounds, coefficients[0])
 
     def _on_entangle(self, envelope: Envelope, origin: Origin) -> None:
         self.submit(envelope.body, ClientSink(self, origin, envelope.header.msg_id))
@@ -446,7 +452,7 @@ class NodeService(Service):
         stale = [half.qubit for half in request.local.values() if half.qubit is not None]
         request.local.clear()
         if stale:
-            self._free_held(stale)
+            self.spawn(self._free_held(stale))
 
     def _regrant_all(self) -> None:
         for request in list(self.requests.values()):
@@ -486,10 +492,13 @@ class NodeService(Service):
                 self.memory.store(held, reserved=True)
             self._grant_credits(request)
             for pair in herald.pairs:
-                await self.network.on_link_half(request.purpose, request, pair, now)
+                await self.network_layer.on_link_half(request.purpose, request, pair, now)
             return
         if request.type == "measure":
             halves = await self._measure_halves(herald, now)
+            for pair, half in zip(herald.pairs, halves, strict=True):
+                for listener in self.half_measured_listeners:
+                    listener(request, pair.sequence_number, half)
         else:
             halves = await self._keep_halves(request, herald, now)
         if request.finished:  # ended while we were asking the broker: let the halves go
@@ -649,7 +658,7 @@ class NodeService(Service):
             type="keep",
             basis="random",
             started_at=self.clock.now(),
-            sink=_PathLinkSink(self.network, purpose),
+            sink=_PathLinkSink(self.network_layer, purpose),
             purpose=purpose,
             max_window=self._window_for(purpose),
         )
@@ -671,7 +680,8 @@ class NodeService(Service):
         """The memory one link of an end-to-end request may hold: an equal share for every
         link this node serves for end-to-end requests (a repeater serves two per request),
         so that concurrent requests always keep a slot each and never deadlock."""
-        sides = sum(2 if e2e.role == "repeater" else 1 for e2e in self.network.requests.values())
+        requests = self.network_layer.requests.values()
+        sides = sum(2 if e2e.role == "repeater" else 1 for e2e in requests)
         return max(1, self.memory.capacity // max(1, sides))
 
     def end_link_for(self, request: LinkRequest) -> None:
@@ -697,10 +707,10 @@ class NodeService(Service):
         self.m_end_to_end.labels(dst=pair.dst, type=e2e.type).inc()
 
     def _on_path_request(self, envelope: Envelope, origin: Origin) -> None:
-        self.network.on_path_request(envelope.body, envelope.header.sender)
+        self.network_layer.on_path_request(envelope.body, envelope.header.sender)
 
     async def _on_swap_report(self, envelope: Envelope, origin: Origin) -> None:
-        await self.network.on_swap_report(envelope.body, envelope.header.sent_at)
+        await self.network_layer.on_swap_report(envelope.body, envelope.header.sent_at)
 
     # ---- time-driven work ------------------------------------------------------------
 
@@ -718,11 +728,11 @@ class NodeService(Service):
                         f"{request.delivered} of {request.number} pairs within "
                         f"max_time_s {request.max_time_s}",
                     )
-            self.network.check_deadlines(now)
+            self.network_layer.check_deadlines(now)
             expired = self.memory.expired(now, cutoff_s)
             if expired:
                 self.m_expired.inc(len(expired))
-                await self.network.on_expired(expired)
+                await self.network_layer.on_expired(expired)
                 await self._free_held([held.qubit for held in expired])
 
     async def _run_workload(self, workload: WorkloadConfig) -> None:
@@ -752,8 +762,14 @@ class NodeService(Service):
                 "heralded": figures["heralded"],
                 "mean_fidelity": figures["fidelity_sum"] / delivered if delivered else math.nan,
             }
+        extensions: dict[str, Any] = {}
+        for extension in self.extensions:  # e.g. "qkd" and "kme_url" from the QKD extension
+            extension_stats = getattr(extension, "stats", None)
+            if extension_stats is not None:
+                extensions.update(extension_stats())
         return {
             **super().stats(),
+            **extensions,
             "memory": {
                 "capacity": self.memory.capacity,
                 "in_use": self.memory.in_use,
@@ -762,7 +778,7 @@ class NodeService(Service):
             },
             "links": links,
             "active_requests": len(self.requests),
-            "end_to_end": self.network.stats(),
+            "end_to_end": self.network_layer.stats(),
         }
 
 
@@ -785,7 +801,7 @@ class _PathLinkSink:
         pass
 
     def err(self, error: EntangleErr) -> None:
-        self.network.link_failed(self.purpose, error.error_code, error.message)
+        self.network_layer.link_failed(self.purpose, error.error_code, error.message)
 
     def done(self, done: EntangleDone) -> None:
         pass

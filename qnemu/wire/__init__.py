@@ -5,7 +5,7 @@ raising `WireError(reason, ...)` for anything malformed, unknown or oversized.
 Importing this package registers every message type.
 """
 
-from qnemu.wire import broker, common, control, link, network
+from qnemu.wire import app, broker, common, control, link, network
 from qnemu.wire.envelope import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
@@ -24,6 +24,7 @@ __all__ = [
     "Envelope",
     "Header",
     "WireError",
+    "app",
     "broker",
     "common",
     "control",
@@ -34,4 +35,5 @@ __all__ = [
     "message_types",
     "network",
     "new_msg_id",
+    "qkd",
 ]

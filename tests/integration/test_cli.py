@@ -188,7 +188,7 @@ ENTANGLE_ERRORS = {
     "unknown dst": (("entangle", "a", "nowhere"), "unknown node 'nowhere'"),
     "unknown src": (("entangle", "nowhere", "a"), "unknown node 'nowhere'"),
     "path too noisy": (("entangle", "a", "c", "--minimum-fidelity", "0.95"), "best path a-b-c"),
-    "notime": (("entangle", "b", "c", "--minimum-fidelity", "0.95"), "ERR NOTIME"),
+    "notime": (("entangle", "b", "c", "--minimum-fidelity", "0.9999"), "ERR NOTIME"),
     "zero pairs": (("entangle", "a", "b", "--pairs", "0"), "--pairs must be >= 1"),
 }
 

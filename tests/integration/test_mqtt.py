@@ -1,0 +1,391 @@
+"""The northbound MQTT API against a real Mosquitto and a real network.
+
+Each module starts its own `mosquitto` on a free port with a temporary configuration and
+stops it by pid; the network's topology points at it. Skips when mosquitto or aiomqtt is
+missing, fails instead under QNEMU_REQUIRE_SERVICES=1 (as in CI).
+"""
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+try:
+    import aiomqtt
+except ImportError:
+    aiomqtt = None
+
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "controller" / "controller.py"
+NETWORK = "mqtt-lab"
+ANSWER_TIMEOUT_S = 15.0
+_ids = itertools.count(1)
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a service is missing; fail instead when CI said it must be there."""
+    if condition:
+        return
+    if os.environ.get("QNEMU_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason}, but QNEMU_REQUIRE_SERVICES=1")
+    pytest.skip(reason)
+
+
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Mosquitto:
+    """One mosquitto process on a fixed local port; can be killed and started again."""
+
+    def __init__(self, binary: str, directory: Path, port: int):
+        self.binary = binary
+        self.port = port
+        self.config = directory / "mosquitto.conf"
+        self.log = directory / "mosquitto.log"
+        self.config.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
+        )
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"mosquitto not listening on {self.port} after {timeout_s} s")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def lab_topology(url: str) -> dict[str, Any]:
+    # alice - bob - carol, perfect links; carol is reached from alice through bob.
+    return {
+        "name": NETWORK,
+        "time_scale": 1.0,
+        "seed": 11,
+        "defaults": {"node": {"qubits": 16, "t1_s": None, "t2_s": None}},
+        "nodes": {"alice": {}, "bob": {}, "carol": {}},
+        "links": [
+            {"nodes": ["alice", "bob"], "model": "perfect"},
+            {"nodes": ["bob", "carol"], "model": "perfect"},
+        ],
+        "mqtt": {"url": url},
+    }
+
+
+PORT = free_port()  # the module's mosquitto listens here; the topology must know it first
+TOPOLOGY = lab_topology(f"mqtt://127.0.0.1:{PORT}")
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """The module's mosquitto (on PORT), stopped by pid at the end."""
+    require(aiomqtt is not None, "aiomqtt not installed (pip install 'aiomqtt>=2.0')")
+    binary = find_mosquitto()
+    require(binary is not None, "mosquitto not installed (Debian package `mosquitto`)")
+    mosquitto = Mosquitto(binary, tmp_path_factory.mktemp("mosquitto"), PORT)
+    mosquitto.start()
+    try:
+        yield mosquitto
+    finally:
+        mosquitto.stop()
+        assert mosquitto.process is None
+
+
+@pytest.fixture(scope="module")
+def lab(broker: Mosquitto, request: pytest.FixtureRequest):
+    """The module's network, launched once mosquitto listens (so nothing waits on back-off)."""
+    return request.getfixturevalue("network")
+
+
+class Probe:
+    """A test's MQTT client: records every message of the network, waits for answers."""
+
+    def __init__(self, client: "aiomqtt.Client"):
+        self.client = client
+        self.messages: list[tuple[str, Any, bool]] = []  # (topic, JSON body, retained)
+        self._arrived = asyncio.Event()
+
+    async def _read(self) -> None:
+        async for message in self.client.messages:
+            try:
+                body = json.loads(message.payload) if message.payload else None
+            except ValueError:
+                body = message.payload
+            self.messages.append((message.topic.value, body, message.retain))
+            self._arrived.set()
+
+    async def wait(self, found, timeout_s: float = ANSWER_TIMEOUT_S):
+        """Wait until `found()` returns something truthy; return it."""
+        async with asyncio.timeout(timeout_s):
+            while not (result := found()):
+                self._arrived.clear()
+                await self._arrived.wait()
+        return result
+
+    def on(self, topic: str) -> list[Any]:
+        return [body for t, body, _ in self.messages if t == topic]
+
+    def events(self, kind: str) -> list[dict]:
+        return [body for t, body, _ in self.messages if t.split("/")[3:] == ["event", kind]]
+
+    async def ask(self, node: str, kind: str, payload: dict | bytes) -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload)
+        await self.client.publish(f"qnemu/{NETWORK}/{node}/request/{kind}", data, qos=1)
+
+    async def call(self, node: str, kind: str, **fields) -> list[dict]:
+        """A request with a fresh correlation id; every response up to the final one."""
+        correlation_id = f"test-{next(_ids)}"
+        await self.ask(node, kind, {"correlation_id": correlation_id, **fields})
+        topic = f"qnemu/{NETWORK}/{node}/response/{correlation_id}"
+
+        def final() -> list[dict] | None:
+            answers = self.on(topic)
+            return answers if answers and answers[-1]["final"] else None
+
+        return await self.wait(final)
+
+
+@contextlib.asynccontextmanager
+async def probe(port: int = PORT, network: str = NETWORK) -> AsyncIterator[Probe]:
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        watcher = Probe(client)
+        await client.subscribe(f"qnemu/{network}/#", qos=1)
+        async with asyncio.TaskGroup() as tasks:
+            reader = tasks.create_task(watcher._read())
+            try:
+                yield watcher
+            finally:
+                reader.cancel()
+
+
+def states(watcher: Probe, node: str, network: str = NETWORK) -> list[dict]:
+    return watcher.on(f"qnemu/{network}/{node}/state")
+
+
+# ---- tests ---------------------------------------------------------------------------------
+
+
+async def test_every_node_keeps_a_retained_running_state(lab):
+    async with probe() as watcher:
+        for node in ("alice", "bob", "carol"):
+            state = (await watcher.wait(lambda n=node: states(watcher, n)))[0]
+            assert state["status"] == "running"
+            assert state["memory"]["capacity"] == 16
+            assert set(state["links"]) == set(lab.topology.neighbours(node))
+        retained = [t for t, _, kept in watcher.messages if kept]
+        assert len(retained) >= 3  # the first state of each node came from the broker's store
+        # ... and it is refreshed: a second, live one arrives within two intervals.
+        await watcher.wait(lambda: len(states(watcher, "alice")) >= 2, timeout_s=3.0)
+
+
+async def test_keep_pairs_arrive_one_by_one_then_done_and_free_releases_them(lab):
+    async with probe() as watcher:
+        answers = await watcher.call("alice", "entangle", remote_node_id="bob", number=3)
+        assert [a["kind"] for a in answers] == ["pair", "pair", "pair", "done"]
+        pairs = [a["pair"] for a in answers[:3]]
+        assert [p["sequence_number"] for p in pairs] == [0, 1, 2]
+        assert all(p["fidelity"] == pytest.approx(1.0, abs=1e-9) for p in pairs)
+        assert answers[-1]["delivered"] == 3
+        delivered = [e["pair"] for e in watcher.events("pair_delivered") if e["node"] == "alice"]
+        assert delivered == pairs
+        # The halves stay in memory until freed, each at the node that holds it.
+        alice_half = [p["qubits"][0] for p in pairs]
+        bob_half = [p["qubits"][1] for p in pairs]
+        freed = await watcher.call("alice", "free", qubits=[*alice_half, 999_999])
+        assert freed == [
+            {
+                "kind": "freed",
+                "correlation_id": freed[0]["correlation_id"],
+                "final": True,
+                "freed": 3,
+                "not_held": [999_999],
+            }
+        ]
+        assert (await watcher.call("bob", "free", qubits=bob_half))[0]["freed"] == 3
+        again = await watcher.call("bob", "free", qubits=bob_half)
+        assert again[0]["freed"] == 0 and again[0]["not_held"] == bob_half
+
+
+async def test_measured_pairs_through_a_repeater(lab):
+    async with probe() as watcher:
+        answers = await watcher.call(
+            "alice", "entangle", remote_node_id="carol", number=4, type="measure", basis="Z"
+        )
+        assert answers[-1]["kind"] == "done", answers[-1]
+        pairs = [a["pair"] for a in answers if a["kind"] == "pair"]
+        assert len(pairs) == 4
+        for pair in pairs:
+            assert pair["path"] == ["alice", "bob", "carol"]
+            assert pair["bases"] == ["Z", "Z"]
+            assert pair["qubits"] is None
+            # Perfect links: Z outcomes agree for phi states and differ for psi states.
+            same = pair["outcomes"][0] == pair["outcomes"][1]
+            assert same == pair["bell_state"].startswith("phi"), pair
+
+
+async def test_malformed_requests_get_errors_naming_the_problem(lab):
+    async with probe() as watcher:
+        await watcher.ask("alice", "entangle", b"{not json")
+        rejected = await watcher.wait(lambda: watcher.events("request_rejected"))
+        assert rejected[0]["error_code"] == "bad_json"
+        assert rejected[0]["correlation_id"] is None
+
+        cases = [
+            ("entangle", {"number": 2}, "bad_request", "remote_node_id"),
+            ("entangle", {"remote_node_id": "bob", "number": -1}, "bad_request", "number"),
+            ("entangle", {"remote_node_id": "bob", "type": "teleport"}, "bad_request", "type"),
+            ("entangle", {"remote_node_id": "bob", "colour": "red"}, "bad_request", "colour"),
+            ("entangle", {"remote_node_id": "zoe"}, "unknown_node", "zoe"),
+            ("teleport", {"qubit": 1}, "unknown_kind", "teleport"),
+            ("free", {"qubits": "all"}, "bad_request", "qubits"),
+        ]
+        for kind, fields, code, named in cases:
+            (answer,) = await watcher.call("alice", kind, **fields)
+            assert answer["kind"] == "error", (kind, fields, answer)
+            assert answer["error_code"] == code, (kind, fields, answer)
+            assert named in answer["message"], (kind, fields, answer)
+
+        # The link layer's refusals come back the same way, and as request_failed events.
+        (unsupp,) = await watcher.call("alice", "entangle", remote_node_id="alice")
+        assert unsupp["error_code"] == "UNSUPP"
+        failed = await watcher.wait(lambda: watcher.events("request_failed"))
+        assert failed[-1]["error_code"] == "UNSUPP"
+
+        # Nothing of that hurt the node: it still delivers.
+        answers = await watcher.call("alice", "entangle", remote_node_id="bob", type="measure")
+        assert [a["kind"] for a in answers] == ["pair", "done"]
+
+
+def test_the_example_controller_gets_and_frees_ten_pairs(lab):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLE),
+            "--url",
+            f"mqtt://127.0.0.1:{PORT}",
+            "--network",
+            NETWORK,
+            "--src",
+            "alice",
+            "--dst",
+            "bob",
+            "--pairs",
+            "10",
+            "--timeout-s",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("pair ") for line in lines) == 10
+    summary = json.loads(lines[-1].removeprefix("summary "))
+    assert summary["pairs"] == 10
+    assert summary["freed"] == {"alice": 10, "bob": 10}
+    assert summary["error"] is None
+    assert summary["events"]["pair_delivered"] == 10
+
+
+def test_clean_stop_says_stopped_and_a_crash_leaves_the_last_will(
+    broker: Mosquitto, network_factory
+):
+    spec = lab_topology(broker.url) | {"name": "mqtt-stop"}
+    launched = network_factory(spec, name="stop")  # launching runs its own event loop
+    asyncio.run(stop_and_crash(launched.launcher))
+
+
+async def stop_and_crash(launcher) -> None:
+    async with probe(network="mqtt-stop") as watcher:
+        await watcher.wait(lambda: states(watcher, "carol", "mqtt-stop"))
+        launcher.processes["carol"].kill()  # SIGKILL: no goodbye, the will speaks
+        offline = await watcher.wait(
+            lambda: [s for s in states(watcher, "carol", "mqtt-stop") if s["status"] != "running"],
+            timeout_s=15.0,
+        )
+        assert offline[0]["status"] == "offline" and offline[0]["node"] == "carol"
+        await asyncio.to_thread(launcher.stop, 3.0)
+        stopping = await watcher.wait(
+            lambda: {e["node"] for e in watcher.events("node_stopping")} >= {"alice", "bob"}
+        )
+        assert stopping
+        for node in ("alice", "bob"):
+            last = states(watcher, node, "mqtt-stop")[-1]
+            assert last["status"] == "stopped", last
+    # What a controller connecting now finds, retained:
+    async with probe(network="mqtt-stop") as late:
+        found = await late.wait(lambda: len({t for t, _, kept in late.messages if kept}) >= 3)
+        assert found
+        status = {t.split("/")[2]: body["status"] for t, body, _ in late.messages}
+        assert status == {"alice": "stopped", "bob": "stopped", "carol": "offline"}
+
+
+async def test_nodes_reconnect_after_the_broker_restarts(lab, broker: Mosquitto):
+    broker.stop(signal.SIGKILL)
+    await asyncio.sleep(1.5)  # long enough for every node to notice and back off
+    broker.start()
+    async with probe() as watcher:
+        # A request published while its node is still away is lost (clean sessions), so
+        # wait for a live state from each: a node publishes one only once subscribed.
+        def live(node: str) -> bool:
+            topic = f"qnemu/{NETWORK}/{node}/state"
+            return any(t == topic and not kept for t, _, kept in watcher.messages)
+
+        await watcher.wait(lambda: all(live(node) for node in ("alice", "bob", "carol")))
+        for node, peer in (("alice", "bob"), ("carol", "bob")):
+            answers = await watcher.call(node, "entangle", remote_node_id=peer, type="measure")
+            assert [a["kind"] for a in answers] == ["pair", "done"]
+    metrics = await asyncio.to_thread(read_metrics, lab.plan.process("bob").metrics_url)
+    assert "qnemu_mqtt_connections_total 2.0" in metrics
+    assert "qnemu_mqtt_connected 1.0" in metrics
+
+
+def read_metrics(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
