@@ -21,6 +21,7 @@ import numpy as np
 from qnemu.client import QnemuClient
 from qnemu.launch.launcher import stop_pids
 from qnemu.launch.plan import make_plan
+from qnemu.runtime.curve import generate_keys
 from qnemu.topology import Topology
 
 __all__ = [
@@ -73,6 +74,8 @@ class Network:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.run_dir / "topology.yaml").write_text(self.topology.to_yaml())
         self.plan.write(self.run_dir)
+        if self.plan.secure:
+            generate_keys(self.run_dir, [process.name for process in self.plan.processes])
         for process in self.plan.processes:
             command = [sys.executable]
             if self.profile_dir is not None:

@@ -34,6 +34,7 @@ from qnemu.broker.server import BrokerService
 from qnemu.broker.store import StateStore
 from qnemu.physics.bell import BellState, bell_density
 from qnemu.runtime import EmulatedClock, ServiceAddress
+from qnemu.runtime.curve import apply_client, client_identity
 from qnemu.topology import load_topology
 from qnemu.wire import decode, encode
 from qnemu.wire.broker import (
@@ -119,13 +120,16 @@ def results_of(replies: list[bytes]) -> list:
     return results
 
 
-def through_broker(endpoint: str, pid: int, sizes: Sizes, per_request: int, window: int) -> dict:
+def through_broker(
+    endpoint: str, pid: int, sizes: Sizes, per_request: int, window: int, curve=None
+) -> dict:
     """All phases against the broker process; ops/s and broker CPU µs per op for each."""
     context = zmq.Context()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.IDENTITY, OWNER.encode())
     socket.setsockopt(zmq.LINGER, 0)
     socket.setsockopt(zmq.RCVTIMEO, 30_000)
+    apply_client(socket, curve, "broker")  # the run's client key (CurveZMQ)
     socket.connect(endpoint)
     figures = {}
     pairs: list[tuple[int, int]] = []
@@ -231,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         Network(topology, Path(temp), only=["broker"], profile_dir=args.profile) as net,
     ):
         endpoint, pid = net.endpoint("broker"), net.pids()["broker"]
-        results["single_pipelined"] = through_broker(endpoint, pid, single, 1, args.window)
-        results["batched"] = through_broker(endpoint, pid, batched, args.batch, 4)
+        curve = client_identity(Path(temp), ["broker"])
+        results["single_pipelined"] = through_broker(endpoint, pid, single, 1, args.window, curve)
+        results["batched"] = through_broker(endpoint, pid, batched, args.batch, 4, curve)
     results["store_in_process"] = store_alone(single)
     results["service_in_process_single"] = service_in_process(single, 1)
     results["service_in_process_batched"] = service_in_process(batched, args.batch)

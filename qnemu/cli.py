@@ -52,7 +52,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if status.get("state") in ("starting", "running"):
             raise UsageError(f"{run_dir} already holds a running network; `qnemu down` it first")
     run_dir.mkdir(parents=True, exist_ok=True)
-    launcher = Launcher(topology, run_dir)
+    launcher = Launcher(topology, run_dir, secure=not args.insecure)
     console.print(f"starting [bold]{topology.name}[/]: {len(launcher.plan.processes)} processes")
     launcher.start()
     try:
@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--run-dir", help="run directory (default qnemu-runs/<network>-<time>)")
     up.add_argument("--duration", type=_positive, help="stop after this many seconds")
     up.add_argument("--detach", action="store_true", help="return once every process is ready")
+    up.add_argument("--insecure", action="store_true", help="plain-text ZeroMQ (no CurveZMQ keys)")
     up.set_defaults(handler=cmd_up)
 
     for name, handler, text in (

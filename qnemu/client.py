@@ -17,6 +17,7 @@ import zmq.asyncio
 
 from qnemu.launch.plan import RunPlan
 from qnemu.runtime import EmulatedClock
+from qnemu.runtime.curve import apply_client, client_identity
 from qnemu.wire import Envelope, WireError, decode, encode, new_msg_id
 from qnemu.wire.common import ErrorReply, PingReply, PingRequest, StatsReply, StatsRequest
 from qnemu.wire.control import (
@@ -59,6 +60,8 @@ class QnemuClient:
         self.name = name or f"client-{os.getpid()}-{os.urandom(3).hex()}"
         self._context = zmq.asyncio.Context()
         self._sockets: dict[str, zmq.asyncio.Socket] = {}
+        names = [process.name for process in self.plan.processes]
+        self._curve = client_identity(Path(run_dir), names)  # None: an insecure run
         self._inboxes: dict[str, asyncio.Queue[Envelope]] = {}
         self._readers: dict[str, asyncio.Lock] = {}
 
@@ -84,6 +87,7 @@ class QnemuClient:
             socket = self._context.socket(zmq.DEALER)
             socket.setsockopt(zmq.IDENTITY, self.name.encode())
             socket.setsockopt(zmq.LINGER, 0)
+            apply_client(socket, self._curve, process)
             socket.connect(endpoint)
             self._sockets[process] = socket
         return self._sockets[process]

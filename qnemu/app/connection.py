@@ -11,6 +11,7 @@ import zmq.asyncio
 
 from qnemu.app.api import AppError
 from qnemu.runtime import EmulatedClock
+from qnemu.runtime.curve import CurveIdentity, apply_client
 from qnemu.wire import WireError, decode, encode, new_msg_id
 from qnemu.wire.common import ErrorReply
 
@@ -22,7 +23,14 @@ REQUEST_TIMEOUT_S = 10.0  # wall seconds for a request that needs no other app
 class NodeConnection:
     """Requests to one node process; every reply resolves the future of its request."""
 
-    def __init__(self, endpoint: str, node: str, name: str, clock: EmulatedClock):
+    def __init__(
+        self,
+        endpoint: str,
+        node: str,
+        name: str,
+        clock: EmulatedClock,
+        curve: CurveIdentity | None = None,
+    ):
         self.node = node
         self.name = name
         self.clock = clock
@@ -30,6 +38,7 @@ class NodeConnection:
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.IDENTITY, name.encode())
         self._socket.setsockopt(zmq.LINGER, 0)
+        apply_client(self._socket, curve, node)
         self._socket.connect(endpoint)
         self._pending: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None

@@ -25,6 +25,7 @@ from qnemu.app.api import AppError, NodeHandle
 from qnemu.app.connection import NodeConnection
 from qnemu.launch.plan import RunPlan
 from qnemu.runtime import EmulatedClock
+from qnemu.runtime.curve import client_identity
 from qnemu.wire.app import AppAttachRequest, AppDetachRequest
 
 __all__ = [
@@ -148,12 +149,14 @@ async def run_apps(
         if app.node not in nodes:
             raise AppLoadError(f"unknown node {app.node!r} (nodes: {', '.join(nodes)})")
     clock = EmulatedClock(plan.epoch_wall_s, plan.time_scale)
+    curve = client_identity(Path(run_dir), [process.name for process in plan.processes])
     connections = {
         app.node: NodeConnection(
             plan.process(app.node).endpoint,
             app.node,
             f"app-{app.node}-{os.getpid()}-{os.urandom(3).hex()}",
             clock,
+            curve,
         )
         for app in apps
     }

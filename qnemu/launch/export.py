@@ -91,7 +91,11 @@ def make_container_plan(
     the wildcard is the deliberate choice there, since a container's only interfaces
     are its own network's and loopback.
     """
-    base = make_plan(topology, epoch_wall_s=time.time() if epoch_wall_s is None else epoch_wall_s)
+    # Containers run without CurveZMQ until the keys travel as Compose/Kubernetes secrets
+    # (docs/deployment.md says so); local runs are secure by default.
+    base = make_plan(
+        topology, epoch_wall_s=time.time() if epoch_wall_s is None else epoch_wall_s, secure=False
+    )
     hosts = [service_host(process.name) for process in base.processes]
     clashes = sorted({h for h in hosts if hosts.count(h) > 1} | (set(hosts) & MONITORING_SERVICES))
     if clashes:

@@ -17,6 +17,7 @@ import zmq
 
 from qnemu.launch.plan import ProcessPlan, RunPlan
 from qnemu.runtime.clock import EmulatedClock
+from qnemu.runtime.curve import apply_client, client_identity
 from qnemu.wire import WireError, decode, encode, new_msg_id
 from qnemu.wire.common import PingReply, PingRequest
 
@@ -44,8 +45,15 @@ def local_endpoint(process: ProcessPlan) -> str:
     return f"tcp://{_WILDCARDS[host]}:{parts.port}"
 
 
-def ping(plan: RunPlan, name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> PingReply | None:
-    """Ping process `name` of `plan` where it listens locally; None if it did not answer."""
+def ping(
+    plan: RunPlan,
+    name: str,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    run_dir: Path | None = None,
+) -> PingReply | None:
+    """Ping process `name` of `plan` where it listens locally; None if it did not answer.
+    A secure run's client key is taken from `run_dir`."""
     process = plan.process(name)
     clock = EmulatedClock(plan.epoch_wall_s, plan.time_scale)
     # An identity of its own: the process's ROUTER hands an identity over to its newest
@@ -56,6 +64,9 @@ def ping(plan: RunPlan, name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> P
     try:
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.IDENTITY, identity.encode())
+        if plan.secure and run_dir is not None:
+            curve = client_identity(run_dir, [p.name for p in plan.processes])
+            apply_client(socket, curve, name)
         socket.connect(local_endpoint(process))
         msg_id = new_msg_id()
         socket.send(encode(PingRequest(), sender=identity, sent_at=clock.now(), msg_id=msg_id))
@@ -89,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give the process NAME or set QNEMU_PROCESS")
     try:
         plan = RunPlan.read(args.run_dir)
-        reply = ping(plan, args.name, timeout_s=args.timeout)
+        reply = ping(plan, args.name, timeout_s=args.timeout, run_dir=args.run_dir)
     except (FileNotFoundError, KeyError, ValueError, zmq.ZMQError) as error:
         print(f"unhealthy: {error}", file=sys.stderr)
         return 1

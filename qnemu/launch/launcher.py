@@ -21,6 +21,7 @@ from qnemu.launch.monitoring import write_prometheus_files
 from qnemu.launch.pki import ensure_pki
 from qnemu.launch.plan import RunPlan, make_plan
 from qnemu.launch.rundir import STATUS_FILE, process_alive, read_status, write_json
+from qnemu.runtime.curve import generate_keys
 from qnemu.topology import Topology
 
 __all__ = ["LaunchError", "Launcher", "stop_run"]
@@ -36,16 +37,20 @@ class LaunchError(Exception):
 class Launcher:
     """Starts and stops the processes of one run."""
 
-    def __init__(self, topology: Topology, run_dir: Path, *, host: str = "127.0.0.1"):
+    def __init__(
+        self, topology: Topology, run_dir: Path, *, host: str = "127.0.0.1", secure: bool = True
+    ):
         self.topology = topology
         self.run_dir = Path(run_dir).resolve()
-        self.plan = make_plan(topology, host=host)
+        self.plan = make_plan(topology, host=host, secure=secure)
         self.processes: dict[str, subprocess.Popen] = {}
 
     def start(self) -> None:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.run_dir / "topology.yaml").write_text(self.topology.to_yaml())
         self.plan.write(self.run_dir)
+        if self.plan.secure:  # a Curve key pair per process and for the clients
+            generate_keys(self.run_dir, [process.name for process in self.plan.processes])
         write_prometheus_files(self.run_dir, self.plan)
         kme_nodes = [name for name, node in self.topology.nodes.items() if node.saes]
         if kme_nodes:  # a CA, and a certificate + key per KME and per SAE, in RUN_DIR/pki

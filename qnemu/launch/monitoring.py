@@ -190,7 +190,7 @@ def exported_metric_names() -> set[str]:
     from qnemu.launch.processes import build_service
     from qnemu.topology import parse_topology
 
-    plan = make_plan(parse_topology(_PROBE_TOPOLOGY, origin="metric-name probe"))
+    plan = make_plan(parse_topology(_PROBE_TOPOLOGY, origin="metric-name probe"), secure=False)
     names: set[str] = set()
     for process in plan.processes:
         service = build_service(plan, process.name)

@@ -60,6 +60,7 @@ class RunPlan(BaseModel):
     seed: int | None
     topology: dict
     processes: list[ProcessPlan]
+    secure: bool = True  # CurveZMQ on every socket (keys in RUN_DIR/zmq); False: --insecure
 
     def process(self, name: str) -> ProcessPlan:
         for process in self.processes:
@@ -106,7 +107,13 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             probe.close()
 
 
-def make_plan(topology: Topology, *, host: str = "127.0.0.1", epoch_wall_s: float | None = None):
+def make_plan(
+    topology: Topology,
+    *,
+    host: str = "127.0.0.1",
+    epoch_wall_s: float | None = None,
+    secure: bool = True,
+):
     names = [BROKER_NAME]
     roles: list[Role] = ["broker"]
     for station, _link in topology.stations():
@@ -135,6 +142,7 @@ def make_plan(topology: Topology, *, host: str = "127.0.0.1", epoch_wall_s: floa
         seed=topology.seed,
         topology=topology.to_dict(),
         processes=processes,
+        secure=secure,
     )
 
 

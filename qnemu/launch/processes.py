@@ -6,6 +6,7 @@ import gc
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from qnemu.node.routing import Routing
 from qnemu.node.service import Neighbour, NodeService
 from qnemu.physics.purification import bell_diagonal_coefficients
 from qnemu.runtime import EmulatedClock, Service, ServiceAddress
+from qnemu.runtime.curve import process_identity
 from qnemu.station.station import MemoryParameters, StationService
 
 __all__ = ["NODE_EXTENSIONS", "build_service", "serve"]
@@ -35,7 +37,7 @@ def build_service(plan: RunPlan, name: str, run_dir: Path | None = None) -> Serv
     )
     endpoints = {process.name: process.endpoint for process in plan.processes}
     seed = process_seed(plan.seed, name)
-    common = {"network": plan.network}
+    common = {"network": plan.network, "curve": _curve_identity(plan, run_dir, name, topology)}
     if me.role == "broker":
         stations = {station for station, _ in topology.stations()}
         return BrokerService(
@@ -114,6 +116,31 @@ def build_service(plan: RunPlan, name: str, run_dir: Path | None = None) -> Serv
         if extension is not None:
             node.add_extension(extension)
     return node
+
+
+def _curve_identity(plan: RunPlan, run_dir: Path | None, name: str, topology) -> Any:
+    """Whom process `name` reaches and accepts: the processes the topology lets talk to it
+    (the broker: every station and node; a station: its two nodes; a node: every node,
+    its stations) and the run's clients."""
+    if not plan.secure:
+        return None
+    if run_dir is None:
+        raise ValueError("a secure run needs its run directory (the Curve keys are there)")
+    role = plan.process(name).role
+    nodes = [p.name for p in plan.processes if p.role == "node"]
+    stations = [p.name for p in plan.processes if p.role == "station"]
+    if role == "broker":
+        return process_identity(run_dir, name, [], nodes + stations)
+    if role == "station":
+        link = next(link for station, link in topology.stations() if station == name)
+        return process_identity(run_dir, name, [*link.nodes, BROKER_NAME], list(link.nodes))
+    own_stations = [
+        topology.link_between(name, peer).station_name for peer in topology.neighbours(name)
+    ]
+    others = [node for node in nodes if node != name]
+    return process_identity(
+        run_dir, name, [BROKER_NAME, *others, *own_stations], others + own_stations
+    )
 
 
 def phi_plus_coefficients(physics) -> tuple[float, float, float, float]:

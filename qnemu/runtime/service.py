@@ -23,8 +23,10 @@ from typing import Any
 import zmq
 import zmq.asyncio
 from prometheus_client import CollectorRegistry
+from zmq.auth.asyncio import AsyncioAuthenticator
 
 from qnemu.runtime.clock import EmulatedClock
+from qnemu.runtime.curve import CurveIdentity
 from qnemu.runtime.metrics import CommonMetrics, serve_metrics
 from qnemu.wire import Envelope, WireError, decode, encode, new_msg_id
 from qnemu.wire.common import ErrorReply, PingReply, PingRequest, StatsReply, StatsRequest
@@ -70,6 +72,7 @@ class Service:
         directory: dict[str, str] | None = None,
         delays_s: dict[str, float] | None = None,
         registry: CollectorRegistry | None = None,
+        curve: CurveIdentity | None = None,
     ):
         self.name = name
         self.address = address
@@ -88,6 +91,8 @@ class Service:
             ErrorReply.msg_type: self._on_error_reply,
         }
         self.ready = False
+        self.curve = curve  # None: plain text (a run started with --insecure)
+        self._authenticator = None
         self._context = zmq.asyncio.Context()
         # Each socket twice: the asyncio one only to wait for input, a synchronous shadow
         # of the same socket for every send and receive (no Future per message).
@@ -110,7 +115,13 @@ class Service:
 
     async def start(self) -> None:
         """Bind, connect to peers and serve metrics. Subclasses extend and then set ready."""
+        if self.curve is not None:  # ZAP checks every client key before a byte gets through
+            self._authenticator = AsyncioAuthenticator(self._context)
+            self._authenticator.start()
+            self._authenticator.configure_curve_callback("*", credentials_provider=self)
         router = self._context.socket(zmq.ROUTER)
+        if self.curve is not None:
+            self.curve.serve(router)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
         router.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
@@ -158,7 +169,20 @@ class Service:
     async def on_stop(self) -> None:
         """Hook: last words before sockets close (e.g. tell peers)."""
 
+    def callback(self, domain: str, client_key: bytes) -> bool:
+        """ZAP: accept a Curve client only if its public key is one we talk to."""
+        accepted = self.curve is not None and self.curve.callback(domain, client_key)
+        if not accepted:
+            self.metrics.rejected.labels(reason="curve_key_refused").inc()
+            if self._log_budget > 0:
+                self._log_budget -= 1
+                log.warning("%s: refused a connection with an unknown Curve key", self.name)
+        return accepted
+
     def close(self) -> None:
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -194,6 +218,8 @@ class Service:
         dealer.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
         dealer.setsockopt(zmq.RECONNECT_IVL, 100)
         dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if self.curve is not None:
+            self.curve.connect_to(dealer, peer)
         dealer.connect(endpoint)
         self._dealers[peer] = dealer
         self._dealers_io[peer] = self._io_of[dealer] = zmq.Socket.shadow(dealer.underlying)

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from qnemu.client import EntangleError, QnemuClient, RequestError
 from qnemu.launch.plan import ProcessPlan, RunPlan, make_plan
 from qnemu.launch.rundir import STATUS_FILE, write_json
+from qnemu.runtime.curve import generate_keys
 from qnemu.topology import parse_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -289,6 +290,7 @@ def run(lab, tmp_path_factory, process_guard):
     (run_dir / "logs").mkdir()
     plan, hosts = namespaced_plan(lab)
     plan.write(run_dir)
+    generate_keys(run_dir, [process.name for process in plan.processes])  # CurveZMQ
     launched = NamespacedRun(run_dir, plan, lab, hosts)
     try:
         start_processes(launched)

@@ -20,9 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from qnemu.client import EntangleError, QnemuClient
 from qnemu.launch.plan import make_plan
+from qnemu.runtime.curve import apply_client, client_identity
 from qnemu.topology import build_topology
 from qnemu.wire import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, decode, encode
-from qnemu.wire.common import ErrorReply, PingRequest
+from qnemu.wire.common import ErrorReply, PingReply, PingRequest
 from qnemu.wire.link import Herald
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -88,15 +89,23 @@ def garbage_for(process: str, identity: str, rng: random.Random) -> list[tuple[l
     return cases
 
 
-async def send_garbage(endpoint: str, process: str, seed: int) -> tuple[Counter, Counter]:
+def client_dealer(context, network, process: str, identity: str):
+    """A DEALER with the run's client key (an authenticated client that sends garbage)."""
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.IDENTITY, identity.encode())
+    dealer.setsockopt(zmq.LINGER, 0)
+    names = [p.name for p in network.plan.processes]
+    apply_client(dealer, client_identity(network.run_dir, names), process)
+    dealer.connect(network.plan.process(process).endpoint)
+    return dealer
+
+
+async def send_garbage(network, process: str, seed: int) -> tuple[Counter, Counter]:
     """Send every kind of garbage; returns (reasons sent, error codes answered)."""
     rng = random.Random(seed)
     identity = f"fuzzer-{seed}"
     context = zmq.asyncio.Context()
-    dealer = context.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.IDENTITY, identity.encode())
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.connect(endpoint)
+    dealer = client_dealer(context, network, process, identity)
     sent: Counter = Counter()
     answered: Counter = Counter()
     try:
@@ -131,7 +140,7 @@ async def test_garbage_to_every_socket_leaves_every_process_alive_and_counted(ne
     rng = random.Random(5)
     for index, process in enumerate(plan.processes):
         raw_tcp_garbage(process.endpoint, rng)
-        sent, answered = await send_garbage(process.endpoint, process.name, seed=100 + index)
+        sent, answered = await send_garbage(network, process.name, seed=100 + index)
         # The sender hears back about everything it sent, with the reason as the code.
         assert answered == sent, process.name
     await asyncio.sleep(0.2)
@@ -217,12 +226,8 @@ def test_a_request_ended_while_its_pairs_are_created_leaves_the_station_alive(ne
 
 
 async def test_a_multi_frame_message_is_answered_with_an_error(network):
-    broker = network.plan.process("broker")
     context = zmq.asyncio.Context()
-    dealer = context.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.setsockopt(zmq.IDENTITY, b"two-frames")
-    dealer.connect(broker.endpoint)
+    dealer = client_dealer(context, network, "broker", "two-frames")
     try:
         ping = encode(PingRequest(), sender="two-frames", sent_at=0.0)
         await dealer.send_multipart([ping, ping])
@@ -232,6 +237,38 @@ async def test_a_multi_frame_message_is_answered_with_an_error(network):
     finally:
         dealer.close(linger=0)
         context.term()
+
+
+async def test_a_client_without_the_runs_curve_key_is_refused(network):
+    """CurveZMQ: a stranger's key (or plain text) gets nothing through; the run's key does."""
+    context = zmq.asyncio.Context()
+    stranger_public, stranger_secret = zmq.curve_keypair()
+    names = [p.name for p in network.plan.processes]
+    valid = client_identity(network.run_dir, names)
+    try:
+        for process in network.plan.processes:
+            attempts = {
+                "plain text": context.socket(zmq.DEALER),
+                "unknown key": context.socket(zmq.DEALER),
+            }
+            attempts["unknown key"].curve_secretkey = stranger_secret
+            attempts["unknown key"].curve_publickey = stranger_public
+            attempts["unknown key"].curve_serverkey = valid.servers[process.name]
+            for label, dealer in attempts.items():
+                dealer.setsockopt(zmq.LINGER, 0)
+                dealer.connect(process.endpoint)
+                await dealer.send(encode(PingRequest(), sender="stranger", sent_at=0.0))
+                assert not await dealer.poll(timeout=300), f"{process.name} answered {label}"
+                dealer.close(linger=0)
+            accepted = client_dealer(context, network, process.name, "friend")
+            await accepted.send(encode(PingRequest(), sender="friend", sent_at=0.0))
+            assert await accepted.poll(timeout=3000), f"{process.name} refused the run's key"
+            assert isinstance(decode(await accepted.recv()).body, PingReply)
+            accepted.close(linger=0)
+    finally:
+        context.term()
+    refused = rejected_counts(network.plan.process("broker").metrics_url)
+    assert refused.get("curve_key_refused", 0) >= 1
 
 
 def test_a_plan_never_gives_two_sockets_the_same_port():
