@@ -4,6 +4,7 @@ qnemu up TOPOLOGY [--run-dir DIR] [--duration S] [--detach]
 qnemu status [--run-dir DIR] [--json]          qnemu down [--run-dir DIR]
 qnemu entangle SRC DST --pairs N [--minimum-fidelity F] [--measure BASIS] [--json]
 qnemu validate FILE
+qnemu fault cut|restore|set|eavesdrop LINK | classical NODE | kill|restart|... NAME | clear
 qnemu app RUN_DIR_OR_TOPOLOGY alice=app_a.py bob=app_b.py [--arg k=v] [--json]
 qnemu export compose TOPOLOGY [-o FILE] [--swarm] [--mosquitto] [--image IMAGE]
 qnemu export k8s TOPOLOGY [-o DIR] [--image IMAGE]
@@ -19,6 +20,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -237,6 +239,42 @@ async def _entangle(run_dir: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fault(args: argparse.Namespace) -> int:
+    from qnemu.launch import faults
+
+    run_dir = resolve_run_dir(args.run_dir)
+    try:
+        if args.fault in faults.PROCESS_FAULTS:
+            print(faults.process_fault(run_dir, args.name, args.fault))
+            return 0
+        if args.fault == "classical":
+            result = asyncio.run(faults.classical_fault(run_dir, args.node, args.drop, args.delay))
+        elif args.fault == "clear":
+            result = asyncio.run(faults.clear_faults(run_dir))
+        else:
+            parameters = _key_values(getattr(args, "settings", []))
+            if args.fault == "eavesdrop":
+                parameters = {"fraction": args.fraction}
+            result = asyncio.run(faults.link_fault(run_dir, args.link, args.fault, parameters))
+    except (ValueError, RequestError, TimeoutError) as error:
+        raise UsageError(str(error)) from None
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _key_values(items: list[str]) -> dict[str, Any]:
+    """key=value pairs, values read as YAML scalars (numbers stay numbers)."""
+    import yaml
+
+    parameters = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"expected key=value, got {item!r}")
+        parameters[key] = yaml.safe_load(value)
+    return parameters
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     problems = validate_file(args.file)
     if problems:
@@ -325,6 +363,32 @@ def build_parser() -> argparse.ArgumentParser:
     entangle.set_defaults(handler=cmd_entangle)
 
     add_app_parser(commands)
+
+    fault = commands.add_parser("fault", help="break a running network on purpose, and mend it")
+    kinds = fault.add_subparsers(dest="fault", required=True)
+    for kind, text in (
+        ("cut", "cut a link's fibre (quantum and classical)"),
+        ("restore", "restore a cut fibre"),
+        ("set", "change a link's parameters, e.g. attenuation_db_per_km=0.3"),
+        ("eavesdrop", "intercept-resend on a fraction of a link's pairs"),
+    ):
+        sub = kinds.add_parser(kind, help=text)
+        sub.add_argument("link", help="a-b (either order) or the station's name")
+        if kind == "set":
+            sub.add_argument("settings", nargs="+", metavar="KEY=VALUE")
+        if kind == "eavesdrop":
+            sub.add_argument("--fraction", type=float, default=1.0)
+    classical = kinds.add_parser("classical", help="drop or delay a node's incoming messages")
+    classical.add_argument("node")
+    classical.add_argument("--drop", type=float, default=0.0, help="fraction lost")
+    classical.add_argument("--delay", type=float, default=0.0, help="extra emulated seconds")
+    kinds.add_parser("clear", help="clear every fault of every process")
+    for kind in ("kill", "stop", "pause", "resume", "restart"):
+        sub = kinds.add_parser(kind, help=f"{kind} one process (broker, station or node)")
+        sub.add_argument("name")
+    for sub in kinds.choices.values():
+        sub.add_argument("--run-dir")
+        sub.set_defaults(handler=cmd_fault)
 
     validate = commands.add_parser("validate", help="check a topology file")
     validate.add_argument("file")

@@ -19,7 +19,15 @@ from qnemu.launch.plan import RunPlan
 from qnemu.runtime import EmulatedClock
 from qnemu.runtime.curve import apply_client, client_identity
 from qnemu.wire import Envelope, WireError, decode, encode, new_msg_id
-from qnemu.wire.common import ErrorReply, PingReply, PingRequest, StatsReply, StatsRequest
+from qnemu.wire.common import (
+    ErrorReply,
+    FaultReply,
+    FaultRequest,
+    PingReply,
+    PingRequest,
+    StatsReply,
+    StatsRequest,
+)
 from qnemu.wire.control import (
     EntangleDone,
     EntangleErr,
@@ -187,6 +195,20 @@ class QnemuClient:
                     raise RequestError(body.code, body.message)
         finally:
             self._done(msg_id)
+
+    async def fault(
+        self,
+        process: str,
+        kind: str,
+        target: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        *,
+        timeout_s: float = 5.0,
+    ) -> dict[str, Any]:
+        """Emulate a fault at one process (see `qnemu fault`); returns its active faults."""
+        request = FaultRequest(kind, target, dict(parameters or {}))
+        reply: FaultReply = await self.call(process, request, timeout_s=timeout_s)
+        return reply.faults
 
     async def measure(self, node: str, qubit: int, basis: str = "Z") -> int:
         reply: MeasureReply = await self.call(node, MeasureRequest(qubit, basis))

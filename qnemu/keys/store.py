@@ -24,6 +24,12 @@ bits), so the slave's store finds the same bits whatever order reservations arri
 and refuses any slice that overlaps one already used. Every change is one SQLite
 transaction, committed before the key leaves the store; used bits are zeroed in the file
 at once, and a delivered key's material is erased.
+
+Trusted-node relay (`qnemu.keys.relay`) uses the same units as one-time pads: the
+sending end of a hop cuts a pad from its own units (`take_pad`, like `allocate`), the
+receiving end takes the very bits it is told (`use_pad`, like `reserve_for`). The
+end-to-end key lands at both ends of the path as *relayed* units (`add_relayed`) of
+the far node as peer, all owned by the node that asked for the relay.
 """
 
 import sqlite3
@@ -66,7 +72,8 @@ CREATE TABLE IF NOT EXISTS key_units (
     used_bits INTEGER NOT NULL DEFAULT 0,
     material BLOB,
     created_at REAL NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('available', 'consumed'))
+    state TEXT NOT NULL CHECK (state IN ('available', 'consumed')),
+    relayed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS key_units_offer ON key_units (peer, owner, state, position);
 CREATE TABLE IF NOT EXISTS unit_uses (
@@ -232,6 +239,9 @@ class KeyStore:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(key_units)")}
+            if "relayed" not in columns:  # a store written before relayed units existed
+                db.execute("ALTER TABLE key_units ADD COLUMN relayed INTEGER NOT NULL DEFAULT 0")
             db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('node', ?)", (node,))
             owner = db.execute("SELECT value FROM meta WHERE name = 'node'").fetchone()[0]
             if owner == node:
@@ -260,14 +270,25 @@ class KeyStore:
 
     # -- from post-processing -------------------------------------------------------------
 
-    def add_keys(self, peer: str, keys: Iterable[tuple[str, bytes]]) -> int:
+    def add_keys(
+        self,
+        peer: str,
+        keys: Iterable[tuple[str, bytes]],
+        *,
+        owner: str | None = None,
+        relayed: bool = False,
+    ) -> int:
         """Store key units shared with `peer` (unit_ID, material), committed before return.
 
         Both ends must add the same units under the same IDs. A unit already present is
         left as it is (adding a block twice is harmless). Returns the number of new units.
+        `owner` fixes the node that may offer every unit (default: by `unit_owner`);
+        `relayed` marks units that came by trusted-node relay, not from a QKD link.
         """
         if peer == self.node:
             raise ValueError("a node shares no key with itself")
+        if owner is not None and owner not in (self.node, peer):
+            raise ValueError(f"owner {owner!r} is neither {self.node!r} nor {peer!r}")
         now = self._clock()
         added = 0
         with self._transaction() as db:
@@ -279,16 +300,17 @@ class KeyStore:
                 position += 1
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO key_units (unit_id, peer, owner, position,"
-                    " size_bits, material, created_at, state)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'available')",
+                    " size_bits, material, created_at, state, relayed)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'available', ?)",
                     (
                         unit_id,
                         peer,
-                        unit_owner(unit_id, self.node, peer),
+                        owner or unit_owner(unit_id, self.node, peer),
                         position,
                         len(material) * BITS_PER_BYTE,
                         bytes(material),
                         now,
+                        int(relayed),
                     ),
                 )
                 added += cursor.rowcount
@@ -298,13 +320,75 @@ class KeyStore:
         self, peer: str, block_id: str, material: bytes, unit_bits: int = DEFAULT_UNIT_BITS
     ) -> list[str]:
         """Cut a post-processed block (whole bytes) into units of `unit_bits` and store them."""
-        if unit_bits <= 0 or unit_bits % BITS_PER_BYTE:
-            raise ValueError("unit_bits must be a positive multiple of 8")
-        step = unit_bits // BITS_PER_BYTE
-        chunks = [material[start : start + step] for start in range(0, len(material), step)]
-        unit_ids = derive_unit_ids(block_id, len(chunks))
+        unit_ids, chunks = _cut_block(block_id, material, unit_bits)
         self.add_keys(peer, zip(unit_ids, chunks, strict=True))
         return unit_ids
+
+    def add_relayed(
+        self,
+        peer: str,
+        relay_id: str,
+        material: bytes,
+        *,
+        owner: str,
+        unit_bits: int = DEFAULT_UNIT_BITS,
+    ) -> list[str]:
+        """Store an end-to-end key relayed between this node and `peer`, as relayed units.
+
+        Both ends of the path call it with the same relay ID and material, so they hold
+        the same units; all of them belong to `owner`, the node that asked for the relay.
+        """
+        unit_ids, chunks = _cut_block(relay_id, material, unit_bits)
+        self.add_keys(peer, zip(unit_ids, chunks, strict=True), owner=owner, relayed=True)
+        return unit_ids
+
+    # -- one-time pads for trusted-node relay ---------------------------------------------
+
+    def take_pad(self, peer: str, bits: int, use_id: str) -> tuple[tuple[KeySegment, ...], bytes]:
+        """Cut a one-time pad of `bits` from this node's own units shared with `peer`.
+
+        The bits are consumed for good (zeroed in the file) under `use_id`; tell the peer
+        the returned segments so that it consumes the same bits (`use_pad`).
+
+        Raises:
+            InsufficientKeyMaterial: fewer than `bits` offerable bits.
+        """
+        if bits <= 0 or bits % BITS_PER_BYTE:
+            raise ValueError("a pad is a positive whole number of bytes")
+        with self._transaction() as db:
+            _check_offerable(db, peer, self.node, bits)
+            segments, material = _cut_own(db, peer, self.node, bits, use_id)
+        return segments, material
+
+    def use_pad(self, peer: str, segments: Sequence[KeySegment], use_id: str) -> bytes:
+        """The pad `peer` cut from its own units shared with us: the same bits, consumed.
+
+        All or nothing, as `reserve_for`: unknown, used or foreign bits raise
+        ReservationError and change nothing.
+        """
+        if not segments:
+            raise ReservationError("a pad of no bits")
+        with self._transaction() as db:
+            return b"".join(_use_segment(db, peer, peer, s, use_id) for s in segments)
+
+    def pad_bits(self, peer: str) -> int:
+        """Bits of the key shared with `peer` spent as one-time pads (not as application keys)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(u.end_bits - u.start_bits), 0) FROM unit_uses u"
+                " JOIN key_units k ON k.unit_id = u.unit_id"
+                " WHERE k.peer = ? AND u.key_id NOT IN (SELECT key_id FROM keys)",
+                (peer,),
+            ).fetchone()
+            return int(row[0])
+
+    def relayed_peers(self) -> list[str]:
+        """Nodes this store holds (or held) relayed end-to-end key with."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT peer FROM key_units WHERE relayed = 1 ORDER BY peer"
+            )
+            return [row[0] for row in rows]
 
     # -- inspection -----------------------------------------------------------------------
 
@@ -351,42 +435,17 @@ class KeyStore:
         reserved: list[ReservedKey] = []
         delivered: list[tuple[str, bytes]] = []
         with self._transaction() as db:
-            have_bits = db.execute(
-                "SELECT COALESCE(SUM(size_bits - used_bits), 0) FROM key_units"
-                " WHERE peer = ? AND owner = ? AND state = 'available'",
-                (peer, self.node),
-            ).fetchone()[0]
-            if have_bits < number * size_bits:
-                raise InsufficientKeyMaterial(
-                    f"{have_bits} key bits offerable to {peer}, {number * size_bits} asked for"
-                )
+            _check_offerable(db, peer, self.node, number * size_bits)
             for _ in range(number):
                 key_id = str(uuid.uuid4())
-                parts: list[bytes] = []
-                segments: list[KeySegment] = []
-                missing_bits = size_bits
-                while missing_bits:
-                    # Own units are used by this KME only, front to back: used_bits is a cursor.
-                    unit_id, unit_bits, used_bits = db.execute(
-                        "SELECT unit_id, size_bits, used_bits FROM key_units"
-                        " WHERE peer = ? AND owner = ? AND state = 'available'"
-                        " ORDER BY position, unit_id LIMIT 1",
-                        (peer, self.node),
-                    ).fetchone()
-                    segment = KeySegment(
-                        unit_id, used_bits, min(missing_bits, unit_bits - used_bits)
-                    )
-                    parts.append(_use_segment(db, peer, self.node, segment, key_id))
-                    segments.append(segment)
-                    missing_bits -= segment.size_bits
-                material = b"".join(parts)
+                segments, material = _cut_own(db, peer, self.node, size_bits, key_id)
                 db.execute(
                     "INSERT INTO keys (key_id, peer, role, master_sae_id, slave_sae_id, size_bits,"
                     " material, created_at, state) VALUES (?, ?, 'master', ?, ?, ?, ?, ?,"
                     " 'allocated')",
                     (key_id, peer, master_sae_id, slave_sae_id, size_bits, material, now),
                 )
-                reserved.append(ReservedKey(key_id, size_bits, tuple(segments)))
+                reserved.append(ReservedKey(key_id, size_bits, segments))
                 delivered.append((key_id, material))
         return Reservation(master_sae_id, slave_sae_id, tuple(reserved)), delivered
 
@@ -477,6 +536,47 @@ class KeyStore:
                     (now, key_id),
                 )
         return taken
+
+
+def _cut_block(block_id: str, material: bytes, unit_bits: int) -> tuple[list[str], list[bytes]]:
+    """A block's units: its material in chunks of `unit_bits`, IDs derived from `block_id`."""
+    if unit_bits <= 0 or unit_bits % BITS_PER_BYTE:
+        raise ValueError("unit_bits must be a positive multiple of 8")
+    step = unit_bits // BITS_PER_BYTE
+    chunks = [material[start : start + step] for start in range(0, len(material), step)]
+    return derive_unit_ids(block_id, len(chunks)), chunks
+
+
+def _check_offerable(db: sqlite3.Connection, peer: str, node: str, bits: int) -> None:
+    have_bits = db.execute(
+        "SELECT COALESCE(SUM(size_bits - used_bits), 0) FROM key_units"
+        " WHERE peer = ? AND owner = ? AND state = 'available'",
+        (peer, node),
+    ).fetchone()[0]
+    if have_bits < bits:
+        raise InsufficientKeyMaterial(f"{have_bits} key bits offerable to {peer}, {bits} asked for")
+
+
+def _cut_own(
+    db: sqlite3.Connection, peer: str, node: str, bits: int, use_id: str
+) -> tuple[tuple[KeySegment, ...], bytes]:
+    """The next `bits` of `node`'s own units shared with `peer` (checked offerable before)."""
+    parts: list[bytes] = []
+    segments: list[KeySegment] = []
+    missing_bits = bits
+    while missing_bits:
+        # Own units are used by this KME only, front to back: used_bits is a cursor.
+        unit_id, unit_bits, used_bits = db.execute(
+            "SELECT unit_id, size_bits, used_bits FROM key_units"
+            " WHERE peer = ? AND owner = ? AND state = 'available'"
+            " ORDER BY position, unit_id LIMIT 1",
+            (peer, node),
+        ).fetchone()
+        segment = KeySegment(unit_id, used_bits, min(missing_bits, unit_bits - used_bits))
+        parts.append(_use_segment(db, peer, node, segment, use_id))
+        segments.append(segment)
+        missing_bits -= segment.size_bits
+    return tuple(segments), b"".join(parts)
 
 
 def _use_segment(

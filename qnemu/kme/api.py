@@ -4,7 +4,9 @@
 out with the peer KME); `create_app` puts it behind aiohttp routes; `serve_kme` listens.
 The SAE is whoever the client certificate's CN names. A master SAE's keys come from the
 pool shared with the slave SAE's KME and go out only after that KME has committed them
-(`reserve_at_peer`), so the slave SAE can always fetch them — once.
+(`reserve_at_peer`), so the slave SAE can always fetch them — once. A slave SAE on a
+node with no QKD link to this one is served from key relayed through trusted nodes
+(`key_relay`), which is established on demand when the pool lacks bits.
 """
 
 import asyncio
@@ -16,11 +18,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from qnemu.keys.relay import shortfall_bits
 from qnemu.keys.store import (
     InsufficientKeyMaterial,
     KeyLookupError,
@@ -33,6 +36,7 @@ __all__ = [
     "API_PREFIX",
     "ApiError",
     "KeyDeliveryApi",
+    "KeyRelay",
     "KmeLimits",
     "KmeServer",
     "ReserveAtPeer",
@@ -55,6 +59,22 @@ ReserveAtPeer = Callable[[str, Reservation], Awaitable[None]]
 SaeResolver = Callable[[str], str | None]
 # HTTP request -> the calling SAE_ID, or None if the client is not identified.
 SaeIdentity = Callable[[web.Request], str | None]
+
+
+class KeyRelay(Protocol):
+    """The node's trusted-node relay, as the KME sees it (see `qnemu.node.relay`)."""
+
+    def relays_to(self, peer: str) -> bool:
+        """True if key with `peer` comes by relay (no QKD link, but a path of them)."""
+        ...
+
+    def relayable_bits(self, peer: str) -> int:
+        """At most this many more bits could be relayed to `peer` now (an upper bound)."""
+        ...
+
+    async def relay(self, peer: str, bits: int) -> None:
+        """Add `bits` offerable end-to-end bits with `peer` to the store, or raise."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -98,6 +118,7 @@ class KeyDeliveryApi:
         store: this node's key store.
         reserve_at_peer: hands a reservation to the peer KME and returns once committed.
         limits: sizes and counts offered.
+        key_relay: relays key to KMEs this node shares no QKD link with (None: 503).
     """
 
     kme_id: str
@@ -108,6 +129,9 @@ class KeyDeliveryApi:
     limits: KmeLimits = field(default_factory=KmeLimits)
     # (endpoint, HTTP status) -> count: requests served and refused, for metrics.
     stats: Counter[tuple[str, int]] = field(default_factory=Counter)
+    key_relay: KeyRelay | None = None
+    # One relay at a time per far KME, so concurrent requests do not each relay a share.
+    _relay_locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False, repr=False)
 
     def _caller(self, sae_id: str | None) -> str:
         if sae_id is None:
@@ -133,6 +157,8 @@ class KeyDeliveryApi:
         master_sae_id = self._caller(caller)
         peer = self._peer_kme(slave_sae_id, "slave")
         pool_bits = await asyncio.to_thread(self.store.pool_bits, peer, offerable=True)
+        if self.key_relay is not None and self.key_relay.relays_to(peer):
+            pool_bits += await asyncio.to_thread(self.key_relay.relayable_bits, peer)
         limits = self.limits
         return Status(
             source_KME_ID=self.kme_id,
@@ -175,12 +201,7 @@ class KeyDeliveryApi:
                 "not all extension_mandatory parameters are supported",
                 [{"extension_mandatory_unsupported": names}],
             )
-        try:
-            reservation, keys = await asyncio.to_thread(
-                self.store.allocate, peer, master_sae_id, slave_sae_id, number, size
-            )
-        except InsufficientKeyMaterial as error:
-            raise ApiError(503, f"insufficient key material shared with {peer}: {error}") from None
+        reservation, keys = await self._allocate(peer, master_sae_id, slave_sae_id, number, size)
         key_ids = reservation.key_ids()
         try:
             async with asyncio.timeout(limits.reserve_timeout_s):
@@ -192,6 +213,43 @@ class KeyDeliveryApi:
             raise ApiError(503, f"KME {peer} did not confirm the keys") from None
         await asyncio.to_thread(self.store.confirm_delivery, key_ids)
         return _container(keys)
+
+    async def _allocate(
+        self, peer: str, master_sae_id: str, slave_sae_id: str, number: int, size: int
+    ) -> tuple[Reservation, list[tuple[str, bytes]]]:
+        """Cut the keys from the pool shared with `peer`; relay the shortfall if `peer` is far."""
+
+        def allocate() -> tuple[Reservation, list[tuple[str, bytes]]]:
+            return self.store.allocate(peer, master_sae_id, slave_sae_id, number, size)
+
+        relay = self.key_relay
+        try:
+            return await asyncio.to_thread(allocate)
+        except InsufficientKeyMaterial as error:
+            if relay is None or not relay.relays_to(peer):
+                message = f"insufficient key material shared with {peer}: {error}"
+                raise ApiError(503, message) from None
+        lock = self._relay_locks.setdefault(peer, asyncio.Lock())
+        async with lock:
+            offerable = await asyncio.to_thread(self.store.pool_bits, peer, offerable=True)
+            missing = shortfall_bits(number * size, offerable)
+            if missing:
+                try:
+                    await relay.relay(peer, missing)
+                except Exception as error:
+                    log.warning(
+                        "KME %s: relay of %d bits to %s failed: %r",
+                        self.kme_id,
+                        missing,
+                        peer,
+                        error,
+                    )
+                    raise ApiError(503, f"no key relayed to KME {peer}: {error}") from None
+            try:
+                return await asyncio.to_thread(allocate)
+            except InsufficientKeyMaterial as error:
+                message = f"insufficient key material relayed to {peer}: {error}"
+                raise ApiError(503, message) from None
 
     async def dec_keys(
         self, caller: str | None, master_sae_id: str, key_ids: list[str]

@@ -19,7 +19,7 @@ from typing import Any
 from qnemu.client import QnemuClient
 from qnemu.launch.monitoring import write_prometheus_files
 from qnemu.launch.pki import ensure_pki
-from qnemu.launch.plan import RunPlan, make_plan
+from qnemu.launch.plan import ProcessPlan, RunPlan, make_plan
 from qnemu.launch.rundir import STATUS_FILE, process_alive, read_status, write_json
 from qnemu.runtime.curve import generate_keys
 from qnemu.topology import Topology
@@ -57,19 +57,7 @@ class Launcher:
             saes = [sae for node in self.topology.nodes.values() for sae in node.saes]
             ensure_pki(self.run_dir, kme_nodes, saes)
         for process in self.plan.processes:
-            command = [sys.executable, "-m", "qnemu", process.role]
-            if process.role != "broker":
-                command.append(process.name)
-            command += ["--run-dir", str(self.run_dir)]
-            log = open(self.run_dir / "logs" / f"{process.name}.log", "ab")  # noqa: SIM115
-            self.processes[process.name] = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C reaches the launcher only; it stops them
-            )
-            log.close()
+            self.processes[process.name] = start_process(self.run_dir, process)
         self.write_status("starting")
 
     def write_status(self, state: str) -> None:
@@ -136,6 +124,23 @@ class Launcher:
         )
         self.write_status("stopped")
         return codes
+
+
+def start_process(run_dir: Path, process: ProcessPlan) -> subprocess.Popen:
+    """`python -m qnemu <role> [NAME] --run-dir RUN_DIR`, in a session of its own, its
+    output appended to RUN_DIR/logs/<name>.log."""
+    command = [sys.executable, "-m", "qnemu", process.role]
+    if process.role != "broker":
+        command.append(process.name)
+    command += ["--run-dir", str(run_dir)]
+    with open(Path(run_dir) / "logs" / f"{process.name}.log", "ab") as log:
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the launcher only; it stops them
+        )
 
 
 def stop_pids(

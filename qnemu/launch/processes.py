@@ -57,6 +57,7 @@ def build_service(plan: RunPlan, name: str, run_dir: Path | None = None) -> Serv
             link_name=f"{link.nodes[0]}-{link.nodes[1]}",
             nodes=tuple(link.nodes),
             physics=link.physics(),
+            link=link,
             memories=memories,
             broker=BROKER_NAME,
             seed=seed,

@@ -8,7 +8,8 @@ finished blocks in the node's `KeyStore` and serves them to SAEs through the KME
 It never touches amplitudes (the broker) nor HTTP details (`qnemu.kme`).
 
 A link runs BBM92 when both its nodes declare SAEs; the node whose name sorts first is
-Alice (initiator). See docs/qkd.md.
+Alice (initiator). Keys for a KME with no QKD link to this one are relayed through trusted
+nodes (`qnemu.node.relay`). See docs/qkd.md.
 """
 
 import asyncio
@@ -23,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
 from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily
@@ -31,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily
 from qnemu.keys import KeyStore, Reservation, ReservationError, key_store_path
 from qnemu.kme import KeyDeliveryApi, KmeServer, create_app, kme_ssl_context, serve_kme
 from qnemu.launch.pki import ensure_pki, kme_name
+from qnemu.node.relay import HopChannel, TrustedNodeRelay
 from qnemu.qkd.auth import (
     AuthenticatedMessage,
     AuthenticationError,
@@ -50,7 +51,8 @@ from qnemu.wire import Envelope
 from qnemu.wire.common import ErrorReply
 from qnemu.wire.control import EntangleDone, EntangleErr, EntangleOk, EntangleRequest
 from qnemu.wire.qkd import (
-    AUTHENTICATION_FIELDS,
+    KeyRelayReply,
+    KeyRelayRequest,
     KmeReserveReply,
     KmeReserveRequest,
     QkdBlockAbort,
@@ -63,9 +65,10 @@ from qnemu.wire.qkd import (
     QkdSiftRequest,
     QkdVerifyReply,
     QkdVerifyRequest,
+    authenticated_payload,
 )
 
-__all__ = ["QkdExtension", "extension", "kme_info_path", "qkd_links"]
+__all__ = ["QkdExtension", "extension", "kme_info_path", "qkd_edges", "qkd_links"]
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +104,19 @@ def qkd_links(topology, name: str) -> dict[str, str]:
     return links
 
 
+def qkd_edges(topology) -> list[tuple[str, str]]:
+    """Every QKD link of the network as (node, node): the links whose two nodes declare SAEs."""
+    nodes = topology.nodes
+    return [
+        (a, b)
+        for a, b in (link.nodes for link in topology.links)
+        if nodes[a].saes and nodes[b].saes
+    ]
+
+
 def kme_info_path(run_dir: Path, node: str) -> Path:
     """Where a node's KME writes its URL (read by `qnemu status` and tests)."""
     return Path(run_dir) / "kme" / f"{node}.json"
-
-
-def _mac_payload(body: Any) -> bytes:
-    """What the tag covers: the message type and every field but the authentication ones."""
-    values = [
-        getattr(body, f.name)
-        for f in dataclasses.fields(body)
-        if f.name not in AUTHENTICATION_FIELDS
-    ]
-    return msgpack.packb([body.msg_type, *values], use_bin_type=True)
 
 
 class _Channel:
@@ -130,7 +133,7 @@ class _Channel:
         self._retired: set[str] = set()
 
     def seal(self, body: Any) -> Any:
-        sealed = self._out.seal(_mac_payload(body))
+        sealed = self._out.seal(authenticated_payload(body))
         return dataclasses.replace(
             body, session=self.session, sequence_number=sealed.sequence_number, tag=sealed.tag
         )
@@ -145,7 +148,7 @@ class _Channel:
             self._retired.update(self._in)  # the peer restarted: its old session is over
             self._in = {session: MessageAuthenticator(self.key, self.me, f"{self.peer}#{session}")}
             receiver = self._in[session]
-        message = AuthenticatedMessage(body.sequence_number, _mac_payload(body), body.tag)
+        message = AuthenticatedMessage(body.sequence_number, authenticated_payload(body), body.tag)
         receiver.open(message)
         return body
 
@@ -160,6 +163,8 @@ class _Link:
     postprocessing: _Channel
     kme_request: _Channel
     kme_reply: _Channel
+    relay: _Channel  # key_relay_request, sequenced; replies are tagged with relay_reply_key
+    relay_reply_key: bytes
     raw: list[tuple[int, int, int, int]] = field(default_factory=list)  # Alice's own halves
     halves: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # Bob's
     inbox: asyncio.Queue = field(default_factory=asyncio.Queue)  # Alice: Bob's messages
@@ -242,13 +247,12 @@ class QkdExtension:
         self.kme: KmeServer | None = None
         self.kme_url: str | None = None
         self.links: dict[str, _Link] = {}
-        shared = f"qnemu-qkd/{topology.name}/{seed}".encode()  # pre-shared (see docs/qkd.md)
+        self.shared = f"qnemu-qkd/{topology.name}/{seed}".encode()  # pre-shared: docs/qkd.md
         for peer, link_name in qkd_links(topology, node.name).items():
             first = node.name < peer
 
             def channel(purpose: str, link_name: str = link_name, peer: str = peer) -> _Channel:
-                key = derive_key(shared, f"{link_name}/{purpose}".encode())
-                return _Channel(key, node.name, peer, self.session)
+                return _Channel(self._key(f"{link_name}/{purpose}"), node.name, peer, self.session)
 
             self.links[peer] = _Link(
                 peer,
@@ -257,18 +261,38 @@ class QkdExtension:
                 channel("postprocessing"),
                 channel("kme-request"),
                 channel("kme-reply"),
+                channel("key-relay"),
+                self._key(f"{link_name}/key-relay-reply"),
             )
             self.links[peer].figures = _new_figures(self.links[peer].role)
+        # KME channels with nodes reached by relay only: (request, reply), made when needed.
+        self._far_kme_channels: dict[str, tuple[_Channel, _Channel]] = {}
         self._init_metrics()
+        self.relay = TrustedNodeRelay(
+            node,
+            edges=qkd_edges(topology),
+            kme_nodes=[name for name, config in topology.nodes.items() if config.saes],
+            hops={
+                peer: HopChannel(link.relay, link.relay_reply_key)
+                for peer, link in self.links.items()
+            },
+            registry=node.registry,
+            watch_pool=self._watch_pool,
+        )
         for body in POST_PROCESSING:
             node.handlers[body.msg_type] = self._on_postprocessing
         node.handlers[KmeReserveRequest.msg_type] = self._on_reserve_request
         node.handlers[KmeReserveReply.msg_type] = lambda envelope, origin: None  # too late
+        node.handlers[KeyRelayRequest.msg_type] = self.relay.on_request
+        node.handlers[KeyRelayReply.msg_type] = lambda envelope, origin: None  # too late
         listeners = getattr(node, "half_measured_listeners", None)
         if listeners is not None:
             listeners.append(self._on_half_measured)
         elif any(link.role == "bob" for link in self.links.values()):
             log.error("%s: NodeService has no half_measured_listeners: BBM92 cannot run", node.name)
+
+    def _key(self, context: str) -> bytes:
+        return derive_key(self.shared, context.encode())
 
     def _init_metrics(self) -> None:
         registry = self.node.registry
@@ -307,16 +331,20 @@ class QkdExtension:
         path = key_store_path(self.run_dir, self.node.name)
         self.store = await asyncio.to_thread(KeyStore, path, self.node.name)
         for peer in self.links:
-            store = self.store
-            self.m_pool.labels(peer=peer).set_function(
-                lambda peer=peer, store=store: store.pool_bits(peer)
-            )
+            self._watch_pool(peer)
+        self.relay.attach(self.store)
         await self._start_kme()
         async with asyncio.TaskGroup() as tasks:
             for link in self.links.values():
                 if link.role == "alice":
                     tasks.create_task(self._collect_pairs(link))
                     tasks.create_task(self._alice_blocks(link))
+
+    def _watch_pool(self, peer: str) -> None:
+        """Export the pool shared with `peer` (a link peer, or a far node after a relay)."""
+        store = self.store
+        if store is not None:
+            self.m_pool.labels(peer=peer).set_function(lambda: store.pool_bits(peer))
 
     async def stop(self) -> None:
         if self.kme is not None:
@@ -331,8 +359,10 @@ class QkdExtension:
             figures["qber_mean"] = figures["sample_errors"] / samples if samples else None
             if self.store is not None:
                 figures["pool_bits"] = self.store.pool_bits(peer)
+                figures["offerable_bits"] = self.store.pool_bits(peer, offerable=True)
+                figures["pad_bits"] = self.store.pad_bits(peer)
             links[peer] = figures
-        return {"kme_url": self.kme_url, "qkd": links}
+        return {"kme_url": self.kme_url, "qkd": links, "key_relay": self.relay.stats()}
 
     async def _start_kme(self) -> None:
         run_dir = self.run_dir
@@ -342,7 +372,12 @@ class QkdExtension:
         me = kme_name(self.node.name)
         context = kme_ssl_context(paths.ca_cert, paths.cert(me), paths.key(me))
         api = KeyDeliveryApi(
-            self.node.name, set(self.saes), self.sae_nodes.get, self.store, self._reserve_at_peer
+            self.node.name,
+            set(self.saes),
+            self.sae_nodes.get,
+            self.store,
+            self._reserve_at_peer,
+            key_relay=self.relay,
         )
         self.m_kme.api = api
         info = kme_info_path(run_dir, self.node.name)
@@ -556,28 +591,48 @@ class QkdExtension:
 
     # ---- KME reservations over the classical channel ------------------------------------
 
-    async def _reserve_at_peer(self, peer: str, reservation: Reservation) -> None:
+    def _kme_channels(self, peer: str) -> tuple[_Channel, _Channel] | None:
+        """(request, reply) channels of the KME reservations with `peer`, if it shares key.
+
+        A link peer uses the link's; a KME reached by relay gets channels keyed by the
+        pair's names (the pre-shared secret stands for what a real pair would provision).
+        """
         link = self.links.get(peer)
-        if link is None:
-            raise RuntimeError(f"no QKD link to {peer}")
-        body = link.kme_request.seal(KmeReserveRequest(reservation.to_dict()))
+        if link is not None:
+            return link.kme_request, link.kme_reply
+        if not self.relay.relays_to(peer):
+            return None
+        if peer not in self._far_kme_channels:
+            pair = "~".join(sorted((self.node.name, peer)))
+            self._far_kme_channels[peer] = tuple(  # type: ignore[assignment]
+                _Channel(self._key(f"{pair}/{purpose}"), self.node.name, peer, self.session)
+                for purpose in ("kme-request", "kme-reply")
+            )
+        return self._far_kme_channels[peer]
+
+    async def _reserve_at_peer(self, peer: str, reservation: Reservation) -> None:
+        channels = self._kme_channels(peer)
+        if channels is None:
+            raise RuntimeError(f"no QKD link or relay path to {peer}")
+        request_channel, reply_channel = channels
+        body = request_channel.seal(KmeReserveRequest(reservation.to_dict()))
         reply = (await self.node.request(peer, body, timeout_s=5.0)).body
         if isinstance(reply, ErrorReply):
             raise RuntimeError(f"{peer}: {reply.code}: {reply.message}")
         if not isinstance(reply, KmeReserveReply):
             raise RuntimeError(f"{peer} answered {reply.msg_type}")
-        link.kme_reply.open(reply)
+        reply_channel.open(reply)
         if not reply.ok:
             raise RuntimeError(f"{peer} refused the reservation: {reply.message}")
 
     async def _on_reserve_request(self, envelope: Envelope, origin) -> None:
         sender = envelope.header.sender
-        link = self.links.get(sender)
+        channels = self._kme_channels(sender)
         ok, message = False, ""
         try:
-            if link is None or self.store is None:
-                raise ReservationError(f"{self.node.name} has no QKD link to {sender}")
-            link.kme_request.open(envelope.body)
+            if channels is None or self.store is None:
+                raise ReservationError(f"{self.node.name} shares no key with {sender}")
+            channels[0].open(envelope.body)
             reservation = Reservation.from_dict(envelope.body.reservation)
             for attempt in range(RESERVE_ATTEMPTS):
                 try:
@@ -592,12 +647,12 @@ class QkdExtension:
         except (ReservationError, AuthenticationError) as error:
             message = str(error)
             log.warning("%s: reservation from %s refused: %s", self.node.name, sender, message)
-        if link is None:
+        if channels is None:
             self.node.reply(
                 origin, ErrorReply("no_qkd_link", message), parent_id=envelope.header.msg_id
             )
             return
-        reply = link.kme_reply.seal(KmeReserveReply(ok, message))
+        reply = channels[1].seal(KmeReserveReply(ok, message))
         self.node.reply(origin, reply, parent_id=envelope.header.msg_id)
 
 

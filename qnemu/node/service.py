@@ -632,6 +632,23 @@ class NodeService(Service):
             raise RuntimeError(f"broker refused op {body.error.index}: {body.error.message}")
         return body.results
 
+    def apply_fault(self, kind: str, target: str | None, parameters: dict[str, Any]) -> None:
+        """Cutting the fibre to a neighbour cuts its station too; halves waiting for the
+        peer's report are lost with the fibre (their requests go on, or time out)."""
+        super().apply_fault(kind, target, parameters)
+        neighbour = self.neighbours.get(target or "")
+        if kind not in ("cut", "restore") or neighbour is None:
+            return
+        super().apply_fault(kind, neighbour.station, parameters)
+        if kind == "cut":
+            for request in self.requests.values():
+                if request.peer == target and request.local:
+                    stale = [h.qubit for h in request.local.values() if h.qubit is not None]
+                    request.local.clear()
+                    self.m_expired.inc(len(stale))
+                    if stale:
+                        self.spawn(self._free_held(stale))
+
     def add_extension(self, extension: "NodeExtension") -> None:
         """Something more a node runs (applications, QKD, MQTT control): it may add
         handlers to `self.handlers`; its run() goes in the node's task group."""

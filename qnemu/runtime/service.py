@@ -27,9 +27,18 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from qnemu.runtime.clock import EmulatedClock
 from qnemu.runtime.curve import CurveIdentity
+from qnemu.runtime.faults import ChannelFaults
 from qnemu.runtime.metrics import CommonMetrics, serve_metrics
 from qnemu.wire import Envelope, WireError, decode, encode, new_msg_id
-from qnemu.wire.common import ErrorReply, PingReply, PingRequest, StatsReply, StatsRequest
+from qnemu.wire.common import (
+    ErrorReply,
+    FaultReply,
+    FaultRequest,
+    PingReply,
+    PingRequest,
+    StatsReply,
+    StatsRequest,
+)
 
 __all__ = ["Origin", "Service", "ServiceAddress"]
 
@@ -89,9 +98,11 @@ class Service:
             PingRequest.msg_type: self._on_ping,
             StatsRequest.msg_type: self._on_stats,
             ErrorReply.msg_type: self._on_error_reply,
+            FaultRequest.msg_type: self._on_fault,
         }
         self.ready = False
         self.curve = curve  # None: plain text (a run started with --insecure)
+        self.faults = ChannelFaults()  # emulated faults on classical channels (qnemu fault)
         self._authenticator = None
         self._context = zmq.asyncio.Context()
         # Each socket twice: the asyncio one only to wait for input, a synchronous shadow
@@ -239,6 +250,9 @@ class Service:
         attempt succeeded, so the receiver's fibre delay counts from there.
         """
         msg_id = new_msg_id()
+        if self.faults.blocks(peer):  # the fibre to this peer is cut: the message is lost
+            self.metrics.rejected.labels(reason="fault_dropped").inc()
+            return msg_id
         stamp = self.clock.now() if sent_at is None else sent_at
         data = encode(body, sender=self.name, sent_at=stamp, parent_id=parent_id, msg_id=msg_id)
         if peer not in self._dealers_io and peer in self.directory:
@@ -333,7 +347,13 @@ class Service:
             if not pending.done():
                 pending.set_result(envelope)
             return
+        from_peer = sender in self.delays_s
+        if self.faults.drops_incoming(sender, from_peer):
+            self.metrics.rejected.labels(reason="fault_dropped").inc()
+            return
         due_at = envelope.header.sent_at + self.delays_s.get(sender, 0.0)
+        if from_peer:
+            due_at += self.faults.extra_delay_s
         if due_at <= self.clock.now() and not self._due:
             self._dispatch(envelope, origin, due_at)
         else:
@@ -431,6 +451,42 @@ class Service:
                 error.code,
                 error.message,
             )
+
+    def _on_fault(self, envelope: Envelope, origin: Origin) -> None:
+        request: FaultRequest = envelope.body
+        parent = envelope.header.msg_id
+        try:
+            self.apply_fault(request.kind, request.target, dict(request.parameters))
+        except (ValueError, TypeError, KeyError) as error:
+            message = error.args[0] if error.args else str(error)
+            self.reply(origin, ErrorReply("bad_fault", str(message)), parent_id=parent)
+            return
+        log.warning(
+            "%s: fault %s %s %s", self.name, request.kind, request.target or "", request.parameters
+        )
+        self.reply(origin, FaultReply(self.name, self.describe_faults()), parent_id=parent)
+
+    def apply_fault(self, kind: str, target: str | None, parameters: dict[str, Any]) -> None:
+        """Classical-channel faults every process knows; subclasses add their own kinds."""
+        if kind in ("cut", "restore"):
+            if not target:
+                raise ValueError(f"{kind} needs the peer whose fibre to {kind}")
+            if kind == "cut":
+                self.faults.cut_peers.add(target)
+            else:
+                self.faults.cut_peers.discard(target)
+        elif kind == "classical":
+            self.faults.set_classical(
+                float(parameters.get("drop_fraction", 0.0)),
+                float(parameters.get("extra_delay_s", 0.0)),
+            )
+        elif kind == "clear":
+            self.faults.clear()
+        else:
+            raise ValueError(f"{self.role} {self.name!r} does not know the fault {kind!r}")
+
+    def describe_faults(self) -> dict[str, Any]:
+        return self.faults.describe()
 
     def stats(self) -> dict[str, Any]:
         """Figures for `qnemu status` and the live view; subclasses add theirs."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from prometheus_client import Counter, Gauge
+from pydantic import ValidationError
 
 from qnemu.physics.bell import BellState
 from qnemu.physics.links import LinkPhysics
@@ -74,6 +75,7 @@ class StationService(Service):
         nodes: tuple[str, str],
         physics: LinkPhysics,
         memories: dict[str, MemoryParameters],
+        link: Any = None,  # its topology model: `qnemu fault set` changes its parameters
         broker: str = "broker",
         seed: int | None = None,
         **kwargs: Any,
@@ -81,14 +83,14 @@ class StationService(Service):
         super().__init__(name, address, clock, **kwargs)
         self.link_name = link_name
         self.nodes = nodes
-        self.physics = physics
+        self.link = self.configured_link = link
+        self.configured_physics = physics
         self.memories = memories
+        self.paused = False  # the fibre is cut: no attempt can succeed
+        self.eavesdrop_fraction = 0.0  # intercept-resend on node_b's half
         self.broker = broker
         self.rng = np.random.default_rng(seed)
-        self._state_bytes = {
-            state: np.ascontiguousarray(physics.delivered_state(state), dtype="<c16").tobytes()
-            for state in physics.herald_bell_states
-        }
+        self._use_physics(physics)
         self._generations: OrderedDict[tuple[str, int], _Generation] = OrderedDict()
         self._cancelled: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._wake = asyncio.Event()
@@ -123,6 +125,12 @@ class StationService(Service):
             ["link"],
             registry=self.registry,
         ).labels(**labels).set(physics.fidelity)
+        self.m_faults = Gauge(
+            "qnemu_link_faults_active",
+            "Faults emulated on the link now (cut, set_link: 1 when active; eavesdrop: fraction).",
+            ["link", "kind"],
+            registry=self.registry,
+        )
         self.active = Gauge(
             "qnemu_link_active_requests",
             "Generation requests the station is serving.",
@@ -174,7 +182,71 @@ class StationService(Service):
 
     # ---- generation ------------------------------------------------------------------
 
+    def _use_physics(self, physics: LinkPhysics) -> None:
+        self.physics = physics
+        self._state_bytes = {
+            state: _as_bytes(physics.delivered_state(state)) for state in physics.herald_bell_states
+        }
+        # What an intercept-resend eavesdropper leaves: node_b's half measured (unread)
+        # in Z or X, i.e. fully dephased in that basis.
+        self._intercepted_bytes = {
+            (state, basis): _as_bytes(_dephase_second(physics.delivered_state(state), basis))
+            for state in physics.herald_bell_states
+            for basis in ("Z", "X")
+        }
+
+    def apply_fault(self, kind: str, target: str | None, parameters: dict[str, Any]) -> None:
+        """Besides the classical faults: cut the link, change it, or add an eavesdropper."""
+        if kind in ("cut", "restore") and target is None:
+            self.paused = kind == "cut"
+            for node in self.nodes:
+                super().apply_fault(kind, node, {})
+            if not self.paused:
+                self._wake.set()
+            self.m_faults.labels(link=self.link_name, kind="cut").set(int(self.paused))
+        elif kind == "set_link":
+            if self.link is None:
+                raise ValueError("this station was started without its link's model")
+            try:
+                changed = type(self.link).model_validate({**self.link.model_dump(), **parameters})
+            except ValidationError as error:
+                first = error.errors()[0]
+                where = ".".join(str(part) for part in first["loc"])
+                raise ValueError(f"{where}: {first['msg']}") from None
+            self._use_physics(changed.physics())  # ValueError names a bad parameter
+            self.link = changed
+            self.m_faults.labels(link=self.link_name, kind="set_link").set(
+                int(self.link != self.configured_link)
+            )
+        elif kind == "eavesdrop":
+            fraction = float(parameters.get("fraction", 1.0))
+            if not 0.0 <= fraction <= 1.0:
+                raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+            self.eavesdrop_fraction = fraction
+            self.m_faults.labels(link=self.link_name, kind="eavesdrop").set(fraction)
+        elif kind == "clear":
+            super().apply_fault(kind, target, parameters)
+            self.paused, self.eavesdrop_fraction = False, 0.0
+            self.link = self.configured_link
+            self._use_physics(self.configured_physics)
+            for fault in ("cut", "set_link", "eavesdrop"):
+                self.m_faults.labels(link=self.link_name, kind=fault).set(0)
+            self._wake.set()
+        else:
+            super().apply_fault(kind, target, parameters)
+
+    def describe_faults(self) -> dict[str, Any]:
+        return {
+            **super().describe_faults(),
+            "link_cut": self.paused,
+            "eavesdrop_fraction": self.eavesdrop_fraction,
+            "success_probability": self.physics.success_probability,
+            "fidelity": self.physics.fidelity,
+        }
+
     def _next_generation(self) -> _Generation | None:
+        if self.paused:
+            return None
         for generation in self._generations.values():
             if generation.ready(self.nodes) > 0:
                 return generation
@@ -232,10 +304,14 @@ class StationService(Service):
         memory_a, memory_b = self.memories[node_a], self.memories[node_b]
         ops = []
         for success in successes:
+            state = self._state_bytes[success.bell_state]
+            if self.eavesdrop_fraction and self.rng.random() < self.eavesdrop_fraction:
+                basis = "Z" if self.rng.random() < 0.5 else "X"
+                state = self._intercepted_bytes[(success.bell_state, basis)]
             ops.append(
                 CreatePairOp(
                     owners=owners,
-                    state=self._state_bytes[success.bell_state],
+                    state=state,
                     created_at=success.created_at,
                     t1_s=(memory_a.t1_s, memory_b.t1_s),
                     t2_s=(memory_a.t2_s, memory_b.t2_s),
@@ -284,3 +360,19 @@ class StationService(Service):
             "uptime_s": self.clock.now() - self.started_at,
             "active_requests": len(self._generations),
         }
+
+
+def _as_bytes(state: np.ndarray) -> bytes:
+    return np.ascontiguousarray(state, dtype="<c16").tobytes()
+
+
+_HADAMARD = np.array([[1, 1], [1, -1]]) / np.sqrt(2)
+
+
+def _dephase_second(state: np.ndarray, basis: str) -> np.ndarray:
+    """The pair after the second qubit is measured in `basis` and the result discarded."""
+    change = np.kron(np.eye(2), _HADAMARD if basis == "X" else np.eye(2))
+    rotated = change @ state @ change.conj().T
+    projectors = [np.kron(np.eye(2), np.diag([1.0, 0.0])), np.kron(np.eye(2), np.diag([0.0, 1.0]))]
+    dephased = sum(p @ rotated @ p for p in projectors)
+    return change.conj().T @ dephased @ change

@@ -5,7 +5,15 @@ from typing import Any
 
 from qnemu.wire.registry import Bool, Float, Int, Str, message
 
-__all__ = ["ErrorReply", "PingReply", "PingRequest", "StatsReply", "StatsRequest"]
+__all__ = [
+    "ErrorReply",
+    "FaultReply",
+    "FaultRequest",
+    "PingReply",
+    "PingRequest",
+    "StatsReply",
+    "StatsRequest",
+]
 
 
 @message("error_reply")
@@ -45,3 +53,21 @@ class StatsReply:
     name: Str
     role: Str
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+@message("fault_request")
+@dataclass(frozen=True, slots=True)
+class FaultRequest:
+    """Emulate a fault (for tests): cut / restore a peer's fibre, drop or delay classical
+    messages, change a link, add an eavesdropper, or clear them all."""
+
+    kind: Str
+    target: Str | None = None  # a peer (cut, restore) or nothing
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@message("fault_reply")
+@dataclass(frozen=True, slots=True)
+class FaultReply:
+    name: Str
+    faults: dict[str, Any]

@@ -9,15 +9,22 @@ little-endian uint32.
 
 Alice (the initiator) → Bob: sift, estimate, parity answers, verify answer.
 Bob → Alice: sift answer, estimate answer, parity questions (Cascade), verify, stored.
+Key relay, hop by hop along a path of QKD links: `key_relay_request` to the next hop,
+`key_relay_reply` back once the destination has stored the key (or why not).
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgpack
 
 from qnemu.wire.registry import Bool, Bytes, Int, Str, message
 
 __all__ = [
     "AUTHENTICATION_FIELDS",
+    "KeyRelayReply",
+    "KeyRelayRequest",
     "KmeReserveReply",
     "KmeReserveRequest",
     "QkdBlockAbort",
@@ -30,10 +37,21 @@ __all__ = [
     "QkdSiftRequest",
     "QkdVerifyReply",
     "QkdVerifyRequest",
+    "authenticated_payload",
 ]
 
 # Fields every message below ends with; the MAC covers all the others.
 AUTHENTICATION_FIELDS = ("session", "sequence_number", "tag")
+
+
+def authenticated_payload(body: Any) -> bytes:
+    """What a message's tag covers: its type and every field but the authentication ones."""
+    values = [
+        getattr(body, f.name)
+        for f in dataclasses.fields(body)
+        if f.name not in AUTHENTICATION_FIELDS
+    ]
+    return msgpack.packb([body.msg_type, *values], use_bin_type=True)
 
 
 @message("qkd_sift_request")
@@ -187,6 +205,41 @@ class KmeReserveRequest:
 class KmeReserveReply:
     """Slave's KME → master's KME: committed (`ok`), or why not."""
 
+    ok: Bool
+    message: Str = ""
+    session: Str = ""
+    sequence_number: Int = 0
+    tag: Bytes = b""
+
+
+@message("key_relay_request")
+@dataclass(frozen=True, slots=True)
+class KeyRelayRequest:
+    """One hop of a trusted-node relay: the end-to-end key under this hop's one-time pad.
+
+    The pad is the sender's own key units shared with the receiver, bits `segments`
+    ([unit_ID, first bit, bits] each, in order); the receiver consumes the same bits.
+    """
+
+    relay_id: Str  # "relay/<origin>><destination>/<uuid>", the same at every hop
+    route: list[Str]  # origin, trusted nodes, destination
+    segments: list[tuple[Str, Int, Int]]
+    ciphertext: Bytes  # end-to-end key ⊕ pad, whole bytes
+    session: Str = ""
+    sequence_number: Int = 0
+    tag: Bytes = b""
+
+
+@message("key_relay_reply")
+@dataclass(frozen=True, slots=True)
+class KeyRelayReply:
+    """Next hop → previous hop: the destination stored the relayed key (`ok`), or why not.
+
+    Tagged without a sequence number (replies may overtake each other): the tag covers
+    `relay_id`, and a reply is accepted once, for the relay its receiver is waiting on.
+    """
+
+    relay_id: Str
     ok: Bool
     message: Str = ""
     session: Str = ""
