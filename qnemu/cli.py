@@ -32,7 +32,13 @@ from qnemu.launch.launcher import Launcher, LaunchError, collect_stats, stop_run
 from qnemu.launch.live import link_figures, render, summary_table
 from qnemu.launch.plan import RunPlan
 from qnemu.launch.rundir import new_run_dir, read_status, resolve_run_dir, write_json
-from qnemu.topology import TopologyError, load_topology, validate_file
+from qnemu.topology import (
+    TopologyError,
+    build_topology,
+    load_topology,
+    parse_topology,
+    validate_file,
+)
 
 __all__ = ["main"]
 
@@ -46,8 +52,34 @@ class UsageError(Exception):
 # ---- up / down / status ------------------------------------------------------------------
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def topology_from_args(args: argparse.Namespace):
+    """The topology named on the command line, with --link/--node/--time-scale applied:
+    `qnemu up line,5 --link model=depolarise,fidelity=0.95,prob_success=0.1`."""
+    link = _key_values(args.link.split(",")) if args.link else {}
+    node = _key_values(args.node.split(",")) if args.node else {}
+    if "," in args.topology and not Path(args.topology).exists():
+        extra = {"time_scale": args.time_scale} if args.time_scale else {}
+        return build_topology(args.topology, link=link, node=node, **extra)
     topology = load_topology(args.topology)
+    if not (link or node or args.time_scale):
+        return topology
+    data = topology.to_dict()
+    for entry in data.get("links", []):
+        if "model" in link and link["model"] != entry.get("model"):
+            # Another model: keep where the link is, drop the old model's parameters.
+            kept = {key: entry[key] for key in ("nodes", "station", "length_km") if key in entry}
+            entry.clear()
+            entry.update(kept)
+        entry.update(link)
+    for name in data["nodes"]:
+        data["nodes"][name] = {**(data["nodes"][name] or {}), **node}
+    if args.time_scale:
+        data["time_scale"] = args.time_scale
+    return parse_topology(data, origin=f"{args.topology} (with command-line overrides)")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    topology = topology_from_args(args)
     run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(topology.name)
     if (run_dir / "run.json").exists():
         status = read_status(run_dir) if (run_dir / "status.json").exists() else {}
@@ -336,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("topology", help="YAML file, shipped name (two-node-metro) or spec (line,4)")
     up.add_argument("--run-dir", help="run directory (default qnemu-runs/<network>-<time>)")
     up.add_argument("--duration", type=_positive, help="stop after this many seconds")
+    up.add_argument("--link", help="link parameters for every link: k=v,k=v (e.g. model=perfect)")
+    up.add_argument("--node", help="node parameters for every node: k=v,k=v (e.g. qubits=8)")
+    up.add_argument("--time-scale", type=_positive, help="emulated time = wall time / this")
     up.add_argument("--detach", action="store_true", help="return once every process is ready")
     up.add_argument("--insecure", action="store_true", help="plain-text ZeroMQ (no CurveZMQ keys)")
     up.set_defaults(handler=cmd_up)
