@@ -116,6 +116,8 @@ class Purifier:
         mine, _ = progress.pending.pop(body.keep_id)
         level = progress.rounds_of.pop(body.keep_id) + 1
         success = mine == body.outcome
+        result = "success" if success else "failure"
+        self.node.m_purification.labels(peer=e2e.path[1], result=result).inc()
         final = success and level >= e2e.purify_rounds
         self.node.send(
             e2e.path[1], PurifyResult(e2e.src, e2e.request_id, body.keep_id, success, final)

@@ -188,6 +188,12 @@ class NodeService(Service):
             "Entanglement swaps (Bell-state measurements) this node did as a repeater.",
             registry=registry,
         )
+        self.m_purification = Counter(
+            "qnemu_purification_rounds",
+            "DEJMPS rounds decided at this (source) node, by result (success, failure).",
+            ["peer", "result"],
+            registry=registry,
+        )
         self.m_end_to_end = Counter(
             "qnemu_end_to_end_pairs_delivered",
             "End-to-end pairs (through repeaters) delivered at this source node, by destination.",

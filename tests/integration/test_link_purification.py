@@ -1,6 +1,9 @@
 """Purification (DEJMPS) on a link, for requests above what the raw link delivers."""
 
+import urllib.request
+
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from qnemu.client import EntangleError, QnemuClient
 from qnemu.physics.bell import BellState, werner_state
@@ -83,3 +86,33 @@ async def test_unreachable_fidelity_and_small_memory_are_refused(network):
     async with QnemuClient(network.run_dir) as client:
         for node in "ab":
             assert (await client.stats(node))["memory"]["in_use"] == 0
+
+
+async def test_one_round_on_werner_pairs_has_the_closed_form_fidelity_and_success_rate(network):
+    """(F² + e²)/(F² + 2Fe + 5e²), e = (1 − F)/3, succeeding with probability F² + 2Fe + 5e²."""
+    e = (1 - RAW_F) / 3
+    success = RAW_F**2 + 2 * RAW_F * e + 5 * e**2
+    fidelity = (RAW_F**2 + e**2) / success
+    assert fidelity == pytest.approx(after_rounds(1)[0], abs=1e-12)
+    metrics_url = network.plan.process("a").metrics_url
+    before = rounds_by_result(metrics_url)
+    async with QnemuClient(network.run_dir) as client:
+        async for pair in client.entangle("a", "b", pairs=300, minimum_fidelity=0.83, timeout_s=30):
+            assert pair.fidelity == pytest.approx(fidelity, abs=1e-9)
+            await client.free("a", [pair.qubits[0]])
+            await client.free("b", [pair.qubits[1]])
+    after = rounds_by_result(metrics_url)
+    wins = after["success"] - before["success"]
+    tries = wins + after["failure"] - before["failure"]
+    sigma = (tries * success * (1 - success)) ** 0.5
+    assert abs(wins - tries * success) < 5 * sigma, (wins, tries, success)
+
+
+def rounds_by_result(metrics_url: str) -> dict[str, float]:
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    counts = {"success": 0.0, "failure": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "qnemu_purification_rounds_total":
+                counts[sample.labels["result"]] += sample.value
+    return counts
