@@ -33,6 +33,7 @@ from qnemu.launch.live import link_figures, render, summary_table
 from qnemu.launch.plan import RunPlan
 from qnemu.launch.rundir import new_run_dir, read_status, resolve_run_dir, write_json
 from qnemu.topology import (
+    MqttConfig,
     TopologyError,
     build_topology,
     load_topology,
@@ -86,6 +87,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         if status.get("state") in ("starting", "running"):
             raise UsageError(f"{run_dir} already holds a running network; `qnemu down` it first")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if args.mqtt:
+        try:
+            topology = topology.model_copy(update={"mqtt": MqttConfig(url=args.mqtt)})
+        except ValueError as error:
+            raise UsageError(f"--mqtt: not an mqtt:// or mqtts:// URL: {args.mqtt}") from error
     launcher = Launcher(topology, run_dir, secure=not args.insecure)
     console.print(f"starting [bold]{topology.name}[/]: {len(launcher.plan.processes)} processes")
     launcher.start()
@@ -96,6 +102,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     except (LaunchError, KeyboardInterrupt) as error:
         launcher.stop()
         raise UsageError(f"start-up failed: {error}") from None
+    if args.monitoring:
+        try:
+            console.print(f"prometheus: {launcher.start_monitoring()}")
+        except (FileNotFoundError, RuntimeError, TimeoutError) as error:
+            console.print(f"[yellow]no monitoring: {error}")
     if args.detach:
         print(launcher.run_dir)
         return 0
@@ -371,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--link", help="link parameters for every link: k=v,k=v (e.g. model=perfect)")
     up.add_argument("--node", help="node parameters for every node: k=v,k=v (e.g. qubits=8)")
     up.add_argument("--time-scale", type=_positive, help="emulated time = wall time / this")
+    up.add_argument("--mqtt", metavar="URL", help="northbound MQTT broker (mqtt://host:port)")
+    up.add_argument(
+        "--monitoring", action="store_true", help="also start a local Prometheus for the run"
+    )
     up.add_argument("--detach", action="store_true", help="return once every process is ready")
     up.add_argument("--insecure", action="store_true", help="plain-text ZeroMQ (no CurveZMQ keys)")
     up.set_defaults(handler=cmd_up)

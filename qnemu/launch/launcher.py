@@ -17,9 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from qnemu.client import QnemuClient
-from qnemu.launch.monitoring import write_prometheus_files
+from qnemu.launch.monitoring import (
+    start_prometheus,
+    stop_prometheus,
+    wait_prometheus_ready,
+    write_prometheus_files,
+)
 from qnemu.launch.pki import ensure_pki
-from qnemu.launch.plan import ProcessPlan, RunPlan, make_plan
+from qnemu.launch.plan import ProcessPlan, RunPlan, free_port, make_plan
 from qnemu.launch.rundir import STATUS_FILE, process_alive, read_status, write_json
 from qnemu.runtime.curve import generate_keys
 from qnemu.topology import Topology
@@ -44,6 +49,7 @@ class Launcher:
         self.run_dir = Path(run_dir).resolve()
         self.plan = make_plan(topology, host=host, secure=secure)
         self.processes: dict[str, subprocess.Popen] = {}
+        self.services: dict[str, subprocess.Popen] = {}  # beside the network: prometheus
 
     def start(self) -> None:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -79,6 +85,10 @@ class Launcher:
                     }
                     for process in self.plan.processes
                     if process.name in self.processes
+                ]
+                + [
+                    {"name": name, "role": "monitoring", "pid": child.pid}
+                    for name, child in self.services.items()
                 ],
             },
         )
@@ -117,8 +127,20 @@ class Launcher:
                         waiting.discard(name)
         self.write_status("running")
 
+    def start_monitoring(self) -> str:
+        """A local Prometheus scraping this run (`qnemu up --monitoring`); returns its URL."""
+        port = free_port()
+        child = start_prometheus(self.run_dir, port)
+        self.services["prometheus"] = child
+        self.write_status("running")
+        url = f"http://127.0.0.1:{port}"
+        wait_prometheus_ready(url, process=child)
+        return url
+
     def stop(self, grace_s: float = STOP_GRACE_S) -> dict[str, int | None]:
         """SIGTERM every process, SIGKILL what is left after the grace; returns exit codes."""
+        for child in self.services.values():
+            stop_prometheus(child)
         codes = stop_pids(
             {name: p.pid for name, p in self.processes.items()}, grace_s, self.processes
         )

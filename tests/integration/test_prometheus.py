@@ -7,6 +7,8 @@ per-link fidelity join gives each link its own fidelity.
 
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -23,6 +25,7 @@ from qnemu.launch.monitoring import (
     write_prometheus_files,
 )
 from qnemu.launch.plan import free_port
+from qnemu.launch.rundir import process_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -214,3 +217,36 @@ def test_overview_gives_each_link_its_fidelity(prometheus):
 
     for label, fidelity in eventually(fidelities).items():
         assert fidelity == pytest.approx(LINKS[label.removeprefix("link=")], abs=1e-9)
+
+
+def test_up_with_monitoring_runs_a_prometheus_that_down_stops(tmp_path):
+    """`qnemu up --detach --monitoring` lists Prometheus in status.json; `down` stops it."""
+    if find_prometheus() is None:
+        reason = "prometheus not installed (Debian package `prometheus`)"
+        if os.environ.get("QNEMU_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason}, but QNEMU_REQUIRE_SERVICES=1")
+        pytest.skip(reason)
+    run_dir = tmp_path / "run"
+    qnemu = [sys.executable, "-m", "qnemu"]
+    up = subprocess.run(
+        [*qnemu, "up", "perfect-pair", "--detach", "--monitoring", "--run-dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        url = next(word for word in up.stderr.split() if word.startswith("http://127.0.0.1:"))
+        status = json.loads((run_dir / "status.json").read_text())
+        (monitor,) = [p for p in status["processes"] if p["name"] == "prometheus"]
+
+        def all_targets_up() -> None:
+            targets = api(url, "targets")["activeTargets"]
+            assert len(targets) == 4 and all(t["health"] == "up" for t in targets), targets
+
+        eventually(all_targets_up)
+    finally:
+        subprocess.run([*qnemu, "down", "--run-dir", str(run_dir)], timeout=60, cwd=tmp_path)
+    time.sleep(0.5)
+    assert not process_alive(monitor["pid"], run_dir)
