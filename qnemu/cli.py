@@ -305,6 +305,33 @@ def cmd_fault(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from qnemu.kme.fetch import KeyFetchError, fetch_key_pairs
+
+    run_dir = resolve_run_dir(args.run_dir)
+    try:
+        pairs = asyncio.run(
+            fetch_key_pairs(
+                run_dir, args.src, args.dst, bits=args.bits, number=args.number, wait_s=args.wait
+            )
+        )
+    except (KeyFetchError, OSError) as error:
+        raise UsageError(str(error)) from None
+    for pair in pairs:
+        print(json.dumps({"key_ID": pair.key_ID, "key": pair.master_key, "match": pair.matches}))
+    if not all(pair.matches for pair in pairs):
+        console.print("[red]the two ends got different keys")
+        return 1
+    return 0
+
+
+def cmd_eavesdrop(args: argparse.Namespace) -> int:
+    """`qnemu eavesdrop LINK --fraction F` / `--off`: the fault, under its own name."""
+    args.fault, args.settings = "eavesdrop", []
+    args.fraction = 0.0 if args.off else args.fraction
+    return cmd_fault(args)
+
+
 def _key_values(items: list[str]) -> dict[str, Any]:
     """key=value pairs, values read as YAML scalars (numbers stay numbers)."""
     import yaml
@@ -413,6 +440,22 @@ def build_parser() -> argparse.ArgumentParser:
     entangle.set_defaults(handler=cmd_entangle)
 
     add_app_parser(commands)
+
+    keys = commands.add_parser("keys", help="fetch a key pair through the KMEs of two nodes")
+    keys.add_argument("src")
+    keys.add_argument("dst")
+    keys.add_argument("--bits", type=int, default=256)
+    keys.add_argument("--number", type=int, default=1)
+    keys.add_argument("--wait", type=float, default=30.0, help="seconds to wait for key")
+    keys.add_argument("--run-dir")
+    keys.set_defaults(handler=cmd_keys)
+
+    eavesdrop = commands.add_parser("eavesdrop", help="intercept-resend on a link (or --off)")
+    eavesdrop.add_argument("link")
+    eavesdrop.add_argument("--fraction", type=float, default=1.0)
+    eavesdrop.add_argument("--off", action="store_true")
+    eavesdrop.add_argument("--run-dir")
+    eavesdrop.set_defaults(handler=cmd_eavesdrop)
 
     fault = commands.add_parser("fault", help="break a running network on purpose, and mend it")
     kinds = fault.add_subparsers(dest="fault", required=True)
