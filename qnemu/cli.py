@@ -4,6 +4,7 @@ qnemu up TOPOLOGY [--run-dir DIR] [--duration S] [--detach]
 qnemu status [--run-dir DIR] [--json]          qnemu down [--run-dir DIR]
 qnemu entangle SRC DST --pairs N [--minimum-fidelity F] [--measure BASIS] [--json]
 qnemu validate FILE
+qnemu report [RUN_DIR] [-o FILE]          qnemu record [RUN_DIR] [--interval S]
 qnemu fault cut|restore|set|eavesdrop LINK | classical NODE | kill|restart|... NAME | clear
 qnemu app RUN_DIR_OR_TOPOLOGY alice=app_a.py bob=app_b.py [--arg k=v] [--json]
 qnemu export compose TOPOLOGY [-o FILE] [--swarm] [--mosquitto] [--image IMAGE]
@@ -31,6 +32,7 @@ from qnemu.client import EntangleError, QnemuClient, RequestError
 from qnemu.launch.launcher import Launcher, LaunchError, collect_stats, stop_run
 from qnemu.launch.live import link_figures, render, summary_table
 from qnemu.launch.plan import RunPlan
+from qnemu.launch.record import record
 from qnemu.launch.rundir import new_run_dir, read_status, resolve_run_dir, write_json
 from qnemu.topology import (
     MqttConfig,
@@ -133,26 +135,53 @@ async def _watch(launcher: Launcher, duration_s: float | None) -> None:
     started = time.monotonic()
     previous, previous_at = None, started
     links: dict = {}
-    async with QnemuClient(launcher.run_dir, name="launcher-view") as client:
-        with Live(Table(), console=console, refresh_per_second=2, transient=False) as live:
-            while duration_s is None or time.monotonic() - started < duration_s:
-                stats = await collect_stats(client, plan)
-                now = time.monotonic()
-                links = link_figures(plan, stats, previous, now - previous_at)
-                previous, previous_at = links, now
-                live.update(render(plan, stats, links, started, str(launcher.run_dir)))
-                if len(launcher.dead_processes()) == len(launcher.processes):
-                    console.print("[red]every process has exited")
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(interrupted.wait(), 1.0)
-                if interrupted.is_set():
-                    break
-            stats = await collect_stats(client, plan)
-            links = link_figures(plan, stats, None, 0.0)
+    stop_recording = asyncio.Event()  # the run records itself for `qnemu report`
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(record(launcher.run_dir, plan, 1.0, stop_recording))
+        try:
+            async with QnemuClient(launcher.run_dir, name="launcher-view") as client:
+                with Live(Table(), console=console, refresh_per_second=2, transient=False) as live:
+                    while duration_s is None or time.monotonic() - started < duration_s:
+                        stats = await collect_stats(client, plan)
+                        now = time.monotonic()
+                        links = link_figures(plan, stats, previous, now - previous_at)
+                        previous, previous_at = links, now
+                        live.update(render(plan, stats, links, started, str(launcher.run_dir)))
+                        if len(launcher.dead_processes()) == len(launcher.processes):
+                            console.print("[red]every process has exited")
+                            break
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(interrupted.wait(), 1.0)
+                        if interrupted.is_set():
+                            break
+                    stats = await collect_stats(client, plan)
+                    links = link_figures(plan, stats, None, 0.0)
+        finally:
+            stop_recording.set()  # the recorder takes its last sample before the stop
     elapsed = time.monotonic() - started
     console.print(summary_table(links, elapsed))
     write_json(launcher.run_dir / "summary.json", {"duration_s": elapsed, "links": links})
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from qnemu.launch.report import write_report
+
+    run_dir = resolve_run_dir(args.run_dir)
+    try:
+        path = write_report(run_dir, Path(args.output) if args.output else None)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(path)
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from qnemu.launch.record import TIMESERIES_FILE, record_until_stopped
+
+    run_dir = resolve_run_dir(args.run_dir)
+    written = asyncio.run(record_until_stopped(run_dir, interval_s=args.interval))
+    console.print(f"{written} samples in {run_dir / TIMESERIES_FILE}")
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -440,6 +469,15 @@ def build_parser() -> argparse.ArgumentParser:
     entangle.set_defaults(handler=cmd_entangle)
 
     add_app_parser(commands)
+
+    report = commands.add_parser("report", help="write a self-contained HTML report of a run")
+    report.add_argument("run_dir", nargs="?", help="run directory (default: the latest run)")
+    report.add_argument("-o", "--output", metavar="FILE", help="default RUN_DIR/report.html")
+    report.set_defaults(handler=cmd_report)
+    recorder = commands.add_parser("record", help="record a detached run for `qnemu report`")
+    recorder.add_argument("run_dir", nargs="?", help="run directory (default: the latest run)")
+    recorder.add_argument("--interval", type=_positive, default=1.0, help="seconds between samples")
+    recorder.set_defaults(handler=cmd_record)
 
     keys = commands.add_parser("keys", help="fetch a key pair through the KMEs of two nodes")
     keys.add_argument("src")
