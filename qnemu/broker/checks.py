@@ -11,6 +11,7 @@ __all__ = [
     "BASES",
     "CHANNELS",
     "GATE_NAMES",
+    "MAX_GROUP_QUBITS",
     "STATE_TOLERANCE",
     "StoreError",
     "check_density_matrix",
@@ -28,6 +29,8 @@ __all__ = [
     "parse_qubits",
 ]
 
+# A group of n qubits is a 2^n x 2^n matrix: 10 qubits are 16 MB, 15 would be 16 GB.
+MAX_GROUP_QUBITS = 10
 STATE_TOLERANCE = 1e-9  # Hermiticity, trace and positivity slack accepted for a given state
 BASES = ("Z", "X", "Y")
 CHANNELS = ("depolarise", "dephase", "amplitude_damp")
@@ -224,6 +227,10 @@ def parse_qubits(qubits: Sequence[int], count: int | None = None) -> list:
         raise StoreError("bad_parameter", f"expected {count} qubit(s), got {len(qubits)}")
     if not qubits:
         raise StoreError("bad_parameter", "no qubits given")
+    if len(qubits) > MAX_GROUP_QUBITS:
+        raise StoreError(
+            "too_large", f"{len(qubits)} qubits in one operation (at most {MAX_GROUP_QUBITS})"
+        )
     if len(qubits) > 1:
         try:
             distinct = len(set(qubits))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from qnemu.broker.checks import (
+    MAX_GROUP_QUBITS,
     StoreError,
     check_density_matrix,
     check_gate_noise,
@@ -349,6 +350,13 @@ class StateStore:
 
     def _joined(self, records: list[_Qubit]) -> _Group:
         """The one group holding all these qubits, merging groups as needed."""
+        groups = {id(record.group): record.group for record in records}
+        size = sum(len(g.qubits) for g in groups.values())
+        if size > MAX_GROUP_QUBITS:  # refused before anything changes
+            raise StoreError(
+                "too_large",
+                f"this would entangle {size} qubits in one state (at most {MAX_GROUP_QUBITS})",
+            )
         group = records[0].group
         for record in records[1:]:
             other = record.group

@@ -379,7 +379,15 @@ class NodeApps:
         body: AppEprHalf = envelope.body
         sender = envelope.header.sender
         pair = body.pair
-        bell_state = BellState.from_label(pair.bell_state)
+        if sender not in self.node.directory and sender not in self.node.neighbours:
+            message = f"{sender!r} is not a node of this network: it cannot hand over pairs"
+            self._error(origin, envelope, "not_a_node", message)
+            return
+        try:
+            bell_state = BellState.from_label(pair.bell_state)
+        except ValueError as error:
+            self._error(origin, envelope, "bad_bell_state", str(error))
+            return
         async with self._frame_lock:
             session = self.session
             entry: AppPair | str

@@ -339,7 +339,7 @@ class NodeService(Service):
         request = self.requests.get((self.name, report.create_id))
         if request is None or request.finished:
             stale = [half.qubit for half in report.halves if half.qubit is not None]
-            if stale:  # the peer still holds halves nobody will use
+            if stale and envelope.header.sender in self.neighbours:  # the peer still holds them
                 self.send(envelope.header.sender, FreeRequest(stale))
             return
         for half in report.halves:
@@ -388,7 +388,11 @@ class NodeService(Service):
         initiator = envelope.header.sender
 
         def reject(code: str, message: str) -> None:
-            self.send(initiator, CreateReject(create.create_id, code, message))
+            body = CreateReject(create.create_id, code, message)
+            if initiator in self.neighbours:
+                self.send(initiator, body)
+            else:  # not a peer: answer on the connection it came in on
+                self.reply(origin, body, parent_id=envelope.header.msg_id)
 
         if initiator not in self.neighbours or create.remote_node_id != initiator:
             reject("UNSUPP", f"{self.name} has no link to {initiator!r}")
