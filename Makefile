@@ -31,6 +31,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/broker_ops.py
 	$(BIN)/python bench/link_throughput.py
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/repeater_chain.py
+	$(BIN)/python bench/teleport.py
+	$(BIN)/python bench/ring_scale.py
 
 clean:
 	rm -rf $(VENV) qnemu-runs .pytest_cache

@@ -113,6 +113,7 @@ class Service:
         self._dealers_io: dict[str, zmq.Socket] = {}
         self._io_of: dict[zmq.asyncio.Socket, zmq.Socket] = {}
         self._counted: dict[tuple[str, str], Any] = {}
+        self._drain_scheduled = False
         self._pending: dict[str, asyncio.Future] = {}
         self._due: list[tuple[float, int, Envelope, Origin]] = []
         self._due_changed = asyncio.Event()
@@ -258,7 +259,9 @@ class Service:
         if peer not in self._dealers_io and peer in self.directory:
             self.connect(peer, self.directory[peer])
         try:
-            self._dealers_io[peer].send(data, zmq.NOBLOCK)
+            dealer = self._dealers_io[peer]
+            dealer.send(data, zmq.NOBLOCK)
+            self._after_send(dealer)
         except KeyError:
             raise ValueError(f"{self.name}: no connection to {peer!r}") from None
         except zmq.Again:
@@ -272,6 +275,7 @@ class Service:
         frames = [data] if origin.identity is None else [origin.identity, data]
         try:
             origin.socket.send_multipart(frames, zmq.NOBLOCK)
+            self._after_send(origin.socket)
         except zmq.ZMQError as error:  # peer gone (ROUTER_MANDATORY off) or queue full
             log.debug("%s: reply dropped: %s", self.name, error)
         self._count("out", body.msg_type)
@@ -308,12 +312,33 @@ class Service:
             for socket, _ in events:
                 await self._drain(self._io_of[socket])
 
-    async def _drain(self, socket: zmq.Socket, batch: int = 1000) -> None:
+    async def _drain(self, socket: zmq.Socket) -> None:
+        self._drain_now(socket)
+        await asyncio.sleep(0)  # let other work run between large batches
+
+    def _after_send(self, socket: zmq.Socket) -> None:
+        """A send on a socket's synchronous shadow can swallow the edge that would wake
+        the poller for messages already waiting on it (ZMQ_FD is edge-triggered): look,
+        and drain them soon, or they would wait for the poll timeout (200 ms)."""
+        if not self._drain_scheduled and socket.get(zmq.EVENTS) & zmq.POLLIN:
+            self._drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain_waiting)
+
+    def _drain_waiting(self) -> None:
+        self._drain_scheduled = False
+        for socket in (self._router_io, *self._dealers_io.values()):
+            if socket is None or socket.closed or not socket.get(zmq.EVENTS) & zmq.POLLIN:
+                continue
+            if not self._drain_now(socket):  # a full batch: come back for the rest
+                self._after_send(socket)
+
+    def _drain_now(self, socket: zmq.Socket, batch: int = 1000) -> bool:
+        """Receive what is waiting (up to a batch); True if the socket is now empty."""
         for _ in range(batch):
             try:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return True
             if socket is self._router_io:
                 if len(frames) != 2:  # frames[0] is the sender's identity: answer it
                     error = WireError("malformed", f"expected 1 frame, got {len(frames) - 1}")
@@ -325,7 +350,7 @@ class Service:
                     self._reject(None, WireError("malformed", f"{len(frames)} frames"))
                     continue
                 self._accept(frames[0], Origin(socket, None))
-        await asyncio.sleep(0)  # let other work run between large batches
+        return False
 
     def _accept(self, data: bytes, origin: Origin) -> None:
         try:
