@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from qnemu.node.chains import Chain, ChainTracker
 from qnemu.node.purify import Purifier
-from qnemu.node.requests import validate_request
+from qnemu.node.requests import deadline_at, request_problem
 from qnemu.physics.bell import BellState, bell_vector
 from qnemu.wire.broker import BellMeasureOp, FidelityOp, MeasureOp
 from qnemu.wire.control import EntangleDone, EntangleErr, EntangleOk, EntangleRequest
@@ -142,13 +142,7 @@ class NetworkLayer:
         def refuse(code: str, message: str) -> None:
             sink.err(EntangleErr(request_id, code, message))
 
-        problem = validate_request(
-            number=request.number,
-            minimum_fidelity=request.minimum_fidelity,
-            max_time_s=request.max_time_s,
-            type=request.type,
-            basis=request.basis,
-        )
+        problem = request_problem(request)
         if problem is not None:
             refuse("UNSUPP", problem)
             return None
@@ -172,7 +166,7 @@ class NetworkLayer:
             type=request.type,
             basis=request.basis,
             number=request.number,
-            deadline=node.clock.now() + request.max_time_s if request.max_time_s > 0 else math.inf,
+            deadline=deadline_at(node.clock.now(), request.max_time_s),
             sink=sink,
             estimated_fidelity=route.estimated_fidelity,
             tracker=ChainTracker(len(route.path) - 1),
@@ -198,7 +192,7 @@ class NetworkLayer:
             type=request.type,
             basis=request.basis,
             number=request.number,
-            deadline=node.clock.now() + request.max_time_s if request.max_time_s > 0 else math.inf,
+            deadline=deadline_at(node.clock.now(), request.max_time_s),
             sink=sink,
             estimated_fidelity=estimated_fidelity,
             purify_rounds=rounds,

@@ -20,6 +20,8 @@ __all__ = [
     "LinkRequest",
     "LocalHalf",
     "RequestSink",
+    "deadline_at",
+    "request_problem",
     "validate_request",
 ]
 
@@ -68,6 +70,23 @@ def validate_request(
     return None
 
 
+def deadline_at(started_at: float, max_time_s: float) -> float:
+    """When a request started at `started_at` times out; max_time_s 0 means never."""
+    return started_at + max_time_s if max_time_s > 0 else math.inf
+
+
+def request_problem(request) -> str | None:
+    """`validate_request` for anything carrying the CREATE fields (an entangle or
+    create request)."""
+    return validate_request(
+        number=request.number,
+        minimum_fidelity=request.minimum_fidelity,
+        max_time_s=request.max_time_s,
+        type=request.type,
+        basis=request.basis,
+    )
+
+
 @dataclass
 class LinkRequest:
     """One CREATE at one end of a link."""
@@ -98,7 +117,7 @@ class LinkRequest:
 
     @property
     def deadline(self) -> float:
-        return self.started_at + self.max_time_s if self.max_time_s > 0 else math.inf
+        return deadline_at(self.started_at, self.max_time_s)
 
     def credits_wanted(self, memory_free: int, holding: int = 0) -> int:
         """How many more credits to grant now (bounded by what the request still needs).

@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from qnemu.node.memory import HeldQubit, QuantumMemory
 from qnemu.node.network import EndToEndRequest, NetworkLayer
-from qnemu.node.requests import LinkRequest, LocalHalf, validate_request
+from qnemu.node.requests import LinkRequest, LocalHalf, request_problem
 from qnemu.node.routing import Routing
 from qnemu.node.sinks import ClientSink, WorkloadSink
 from qnemu.physics.bell import BellState, bell_vector
@@ -252,13 +252,7 @@ class NodeService(Service):
                 "UNSUPP", f"{self.name} has no link to {request.remote_node_id!r} (links: {known})"
             )
             return None
-        problem = validate_request(
-            number=request.number,
-            minimum_fidelity=request.minimum_fidelity,
-            max_time_s=request.max_time_s,
-            type=request.type,
-            basis=request.basis,
-        )
+        problem = request_problem(request)
         if problem is not None:
             refuse("UNSUPP", problem)
             return None
@@ -397,13 +391,7 @@ class NodeService(Service):
         if initiator not in self.neighbours or create.remote_node_id != initiator:
             reject("UNSUPP", f"{self.name} has no link to {initiator!r}")
             return
-        problem = validate_request(
-            number=create.number,
-            minimum_fidelity=create.minimum_fidelity,
-            max_time_s=create.max_time_s,
-            type=create.type,
-            basis=create.basis,
-        )
+        problem = request_problem(create)
         if problem is not None:
             reject("UNSUPP", problem)
             return
@@ -462,7 +450,7 @@ class NodeService(Service):
         stale = [half.qubit for half in request.local.values() if half.qubit is not None]
         request.local.clear()
         if stale:
-            self.spawn(self._free_held(stale))
+            self.spawn(self.release_qubits(stale))
 
     def _regrant_all(self) -> None:
         for request in list(self.requests.values()):
@@ -481,7 +469,7 @@ class NodeService(Service):
             return
         qubits = [pair.qubit for pair in herald.pairs]
         if request is None or request.finished:  # ended while the pairs were in flight
-            await self._broker_ops([FreeOp(qubit) for qubit in qubits])
+            await self.broker_ops([FreeOp(qubit) for qubit in qubits])
             return
         now = self.clock.now()
         count = len(herald.pairs)
@@ -512,7 +500,7 @@ class NodeService(Service):
         else:
             halves = await self._keep_halves(request, herald, now)
         if request.finished:  # ended while we were asking the broker: let the halves go
-            await self._free_held([half.qubit for half in halves if half.qubit is not None])
+            await self.release_qubits([half.qubit for half in halves if half.qubit is not None])
             return
         self._grant_credits(request)
         if request.initiator == self.name:
@@ -525,7 +513,7 @@ class NodeService(Service):
                 request.local[pair.sequence_number] = half
                 self._try_deliver(request, pair.sequence_number)
             if leftovers:
-                await self._free_held(leftovers)
+                await self.release_qubits(leftovers)
         else:
             reported = [
                 ReportedHalf(
@@ -542,13 +530,13 @@ class NodeService(Service):
     async def _measure_halves(self, herald: Herald, now: float) -> list[LocalHalf]:
         request = self.requests.get((herald.initiator, herald.create_id))
         basis = request.basis if request is not None else "Z"
-        bases = [self._pick_basis(basis) for _ in herald.pairs]
+        bases = [self.pick_basis(basis) for _ in herald.pairs]
         readout = tuple(self.hardware.readout_error)
         ops = [
             MeasureOp(pair.qubit, basis=b, readout_error=readout, free=True)
             for pair, b in zip(herald.pairs, bases, strict=True)
         ]
-        outcomes = await self._broker_ops(ops)
+        outcomes = await self.broker_ops(ops)
         return [
             LocalHalf(
                 delivered_at=now,
@@ -580,7 +568,7 @@ class NodeService(Service):
                         [pair.qubit, pair.peer_qubit], target.real.tolist(), target.imag.tolist()
                     )
                 )
-            fidelities = await self._broker_ops(ops)
+            fidelities = await self.broker_ops(ops)
         return [
             LocalHalf(
                 delivered_at=now,
@@ -594,7 +582,8 @@ class NodeService(Service):
             for pair, fidelity in zip(herald.pairs, fidelities, strict=True)
         ]
 
-    def _pick_basis(self, basis: str) -> str:
+    def pick_basis(self, basis: str) -> str:
+        """The measurement basis for one half: `random` is Z or X, independently per node."""
         if basis != "random":
             return basis
         return "Z" if self.rng.random() < 0.5 else "X"
@@ -615,24 +604,26 @@ class NodeService(Service):
         self.memory.release(request.qubit)
         readout = tuple(self.hardware.readout_error)
         op = MeasureOp(request.qubit, basis=request.basis, readout_error=readout, free=True)
-        (outcome,) = await self._broker_ops([op])
+        (outcome,) = await self.broker_ops([op])
         self.reply(origin, MeasureReply(request.qubit, int(outcome)), parent_id=parent)
         self._regrant_all()
 
     async def _on_free(self, envelope: Envelope, origin: Origin) -> None:
         qubits = [q for q in envelope.body.qubits if q in self.memory.held]
-        await self._free_held(qubits)
+        await self.release_qubits(qubits)
         self.reply(origin, FreeReply(len(qubits)), parent_id=envelope.header.msg_id)
 
-    async def _free_held(self, qubits: list[int]) -> None:
+    async def release_qubits(self, qubits: list[int]) -> None:
+        """Free those of these qubits this node holds, and offer their slots again."""
         held = [q for q in qubits if q in self.memory.held]
         for qubit in held:
             self.memory.release(qubit)
         if held:
-            await self._broker_ops([FreeOp(q) for q in held])
+            await self.broker_ops([FreeOp(q) for q in held])
             self._regrant_all()
 
-    async def _broker_ops(self, ops: list) -> list[Any]:
+    async def broker_ops(self, ops: list) -> list[Any]:
+        """Run a batch at the broker as this node; a refusal raises RuntimeError."""
         reply = await self.request(self.broker, OpsRequest(ops))
         body = reply.body
         if isinstance(body, ErrorReply):
@@ -657,7 +648,7 @@ class NodeService(Service):
                     request.local.clear()
                     self.m_expired.inc(len(stale))
                     if stale:
-                        self.spawn(self._free_held(stale))
+                        self.spawn(self.release_qubits(stale))
 
     def add_extension(self, extension: "NodeExtension") -> None:
         """Something more a node runs (applications, QKD, MQTT control): it may add
@@ -721,15 +712,6 @@ class NodeService(Service):
                 self.memory.release(qubit)
         self._regrant_all()
 
-    async def release_qubits(self, qubits: list[int]) -> None:
-        await self._free_held(qubits)
-
-    async def broker_ops(self, ops: list) -> list[Any]:
-        return await self._broker_ops(ops)
-
-    def pick_basis(self, basis: str) -> str:
-        return self._pick_basis(basis)
-
     def count_end_to_end(self, e2e: EndToEndRequest, pair: EntangleOk) -> None:
         self.m_end_to_end.labels(dst=pair.dst, type=e2e.type).inc()
 
@@ -760,7 +742,7 @@ class NodeService(Service):
             if expired:
                 self.m_expired.inc(len(expired))
                 await self.network_layer.on_expired(expired)
-                await self._free_held([held.qubit for held in expired])
+                await self.release_qubits([held.qubit for held in expired])
 
     async def _run_workload(self, workload: WorkloadConfig) -> None:
         """A background application: request pairs again and again (for demos and load)."""

@@ -44,7 +44,7 @@ class WorkloadSink:
         self.delivered += 1
         if self.release and pair.qubits is not None:
             own, peer_half = pair.qubits
-            self.node.spawn(self.node._free_held([own]))
+            self.node.spawn(self.node.release_qubits([own]))
             self.node.send(pair.dst, FreeRequest([peer_half]))
 
     def err(self, error: EntangleErr) -> None:
