@@ -21,6 +21,7 @@ import numpy as np
 from qnemu.client import QnemuClient
 from qnemu.launch.launcher import stop_pids
 from qnemu.launch.plan import make_plan
+from qnemu.physics.bell import BellState
 from qnemu.runtime.curve import generate_keys
 from qnemu.topology import Topology
 
@@ -29,11 +30,14 @@ __all__ = [
     "RESULTS_DIR",
     "Network",
     "cpu_s",
+    "keep_and_measure",
     "machine",
     "percentiles",
     "print_table",
     "rss_mb",
+    "single_pair_latency",
     "write_results",
+    "z_consistent",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,10 +55,11 @@ class Network:
         *,
         only: Iterable[str] | None = None,
         profile_dir: Path | None = None,
+        secure: bool = True,
     ):
         self.topology = topology
         self.run_dir = Path(run_dir)
-        plan = make_plan(topology)
+        plan = make_plan(topology, secure=secure)  # secure=False: to see what Curve costs
         if only is not None:
             keep = set(only)
             plan = plan.model_copy(
@@ -197,3 +202,55 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     path.write_text(json.dumps({"benchmark": name, "machine": machine(), **data}, indent=2) + "\n")
     print(f"\nresults: {path}")
     return path
+
+
+def z_consistent(bell_state: str, outcome_src: int, outcome_dst: int) -> bool:
+    """Z outcomes as the heralded Bell state says: equal for Φ±, opposite for Ψ±.
+
+    Outcomes are raw (the frame is in `bell_state`, as the link layer's OK reports it),
+    so on perfect links every pair must pass this check."""
+    return (outcome_src == outcome_dst) == (BellState.from_label(bell_state).value & 1 == 0)
+
+
+async def keep_and_measure(client: QnemuClient, src: str, dst: str, pairs: int) -> dict:
+    """Keep pairs; measure (and so free) both halves of each as soon as its OK arrives."""
+    emulated, measured_after = [], []
+    agree = 0
+
+    async def measure_both(ok) -> None:
+        nonlocal agree
+        src_qubit, dst_qubit = ok.qubits
+        outcome_src, outcome_dst = await asyncio.gather(
+            client.measure(src, src_qubit, "Z"), client.measure(dst, dst_qubit, "Z")
+        )
+        agree += z_consistent(ok.bell_state, outcome_src, outcome_dst)
+        measured_after.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as tasks:
+        async for ok in client.entangle(src, dst, pairs=pairs, measure=None, timeout_s=600.0):
+            emulated.append(ok.delivered_at - ok.created_at)
+            tasks.create_task(measure_both(ok))
+    wall_s = time.perf_counter() - started
+    return {
+        "pairs": len(measured_after),
+        "wall_s": wall_s,
+        "pairs_per_s": len(measured_after) / wall_s,
+        "emulated_latency_s": percentiles(emulated),
+        "outcomes_agree": agree / max(1, len(measured_after)),
+    }
+
+
+async def single_pair_latency(client: QnemuClient, src: str, dst: str, requests: int) -> dict:
+    """One measured pair per request, one request after another."""
+    walls, emulated = [], []
+    for _ in range(requests):
+        started = time.perf_counter()
+        async for ok in client.entangle(src, dst, pairs=1, measure="Z", timeout_s=10.0):
+            walls.append(time.perf_counter() - started)
+            emulated.append(ok.delivered_at - ok.created_at)
+    return {
+        "requests": len(walls),
+        "wall_latency_s": percentiles(walls),
+        "emulated_latency_s": percentiles(emulated),
+    }

@@ -21,7 +21,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, Network, cpu_s, percentiles, print_table, write_results
+from _common import (
+    REPO,
+    Network,
+    cpu_s,
+    keep_and_measure,
+    percentiles,
+    print_table,
+    single_pair_latency,
+    write_results,
+)
 
 from qnemu.client import QnemuClient
 from qnemu.topology import load_topology
@@ -53,57 +62,14 @@ async def measure_mode(client: QnemuClient, pairs: int) -> dict:
     }
 
 
-async def keep_mode(client: QnemuClient, pairs: int) -> dict:
-    """Keep pairs, measure both halves as soon as each OK arrives (memory is 64 qubits)."""
-    emulated, measured_after = [], []
-    agree = 0
-
-    async def measure_both(ok) -> None:
-        nonlocal agree
-        src_qubit, dst_qubit = ok.qubits
-        outcome_src, outcome_dst = await asyncio.gather(
-            client.measure(SRC, src_qubit, "Z"), client.measure(DST, dst_qubit, "Z")
-        )
-        agree += outcome_src == outcome_dst
-        measured_after.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    async with asyncio.TaskGroup() as tasks:
-        async for ok in client.entangle(SRC, DST, pairs=pairs, measure=None, timeout_s=600.0):
-            emulated.append(ok.delivered_at - ok.created_at)
-            tasks.create_task(measure_both(ok))
-    wall_s = time.perf_counter() - started
-    return {
-        "pairs": len(measured_after),
-        "wall_s": wall_s,
-        "pairs_per_s": len(measured_after) / wall_s,
-        "emulated_latency_s": percentiles(emulated),
-        "outcomes_agree": agree / max(1, len(measured_after)),
-    }
-
-
-async def latency_mode(client: QnemuClient, requests: int) -> dict:
-    walls, emulated = [], []
-    for _ in range(requests):
-        started = time.perf_counter()
-        async for ok in client.entangle(SRC, DST, pairs=1, measure="Z", timeout_s=10.0):
-            walls.append(time.perf_counter() - started)
-            emulated.append(ok.delivered_at - ok.created_at)
-    return {
-        "requests": len(walls),
-        "wall_latency_s": percentiles(walls),
-        "emulated_latency_s": percentiles(emulated),
-    }
-
-
 async def run(network: Network, pairs: int, latency_requests: int, modes: list[str]) -> dict:
     pids = {**network.pids(), "client (this process)": os.getpid()}
     results = {}
     async with QnemuClient(network.run_dir, name="bench-link") as client:
         for mode, work in (
             ("measure", lambda: measure_mode(client, pairs)),
-            ("keep", lambda: keep_mode(client, pairs)),
-            ("latency", lambda: latency_mode(client, latency_requests)),
+            ("keep", lambda: keep_and_measure(client, SRC, DST, pairs)),
+            ("latency", lambda: single_pair_latency(client, SRC, DST, latency_requests)),
         ):
             if mode not in modes:
                 continue

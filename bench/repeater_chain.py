@@ -22,10 +22,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Network, cpu_s, percentiles, print_table, write_results
+from _common import (
+    Network,
+    cpu_s,
+    keep_and_measure,
+    percentiles,
+    print_table,
+    single_pair_latency,
+    write_results,
+    z_consistent,
+)
 
 from qnemu.client import QnemuClient
-from qnemu.physics.bell import BellState
 from qnemu.topology import Topology
 from qnemu.topology.builders import build_topology
 
@@ -46,24 +54,6 @@ def chain_topology(nodes: int) -> Topology:
         node={"qubits": MEMORY_QUBITS},
         seed=1,
     )
-
-
-def make_network(
-    topology: Topology, run_dir: Path, *, insecure: bool, profile_dir: Path | None = None
-) -> Network:
-    """A Network, without CurveZMQ when `insecure` (to measure what the encryption costs)."""
-    network = Network(topology, run_dir, profile_dir=profile_dir)
-    if insecure:
-        network.plan = network.plan.model_copy(update={"secure": False})
-    return network
-
-
-def z_consistent(bell_state: str, outcome_src: int, outcome_dst: int) -> bool:
-    """Z outcomes as the heralded Bell state says: equal for Φ±, opposite for Ψ±.
-
-    End-to-end outcomes are raw (the frame is in `bell_state`, as the link layer's OK
-    reports it), so on perfect links every pair must pass this check."""
-    return (outcome_src == outcome_dst) == (BellState.from_label(bell_state).value & 1 == 0)
 
 
 async def measure_mode(client: QnemuClient, src: str, dst: str, pairs: int) -> dict:
@@ -87,49 +77,6 @@ async def measure_mode(client: QnemuClient, src: str, dst: str, pairs: int) -> d
     }
 
 
-async def keep_mode(client: QnemuClient, src: str, dst: str, pairs: int) -> dict:
-    """Keep pairs; measure (and so free) both halves of each as soon as its OK arrives."""
-    emulated, measured_after = [], []
-    agree = 0
-
-    async def measure_both(ok) -> None:
-        nonlocal agree
-        src_qubit, dst_qubit = ok.qubits
-        outcome_src, outcome_dst = await asyncio.gather(
-            client.measure(src, src_qubit, "Z"), client.measure(dst, dst_qubit, "Z")
-        )
-        agree += z_consistent(ok.bell_state, outcome_src, outcome_dst)
-        measured_after.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    async with asyncio.TaskGroup() as tasks:
-        async for ok in client.entangle(src, dst, pairs=pairs, measure=None, timeout_s=600.0):
-            emulated.append(ok.delivered_at - ok.created_at)
-            tasks.create_task(measure_both(ok))
-    wall_s = time.perf_counter() - started
-    return {
-        "pairs": len(measured_after),
-        "wall_s": wall_s,
-        "pairs_per_s": len(measured_after) / wall_s,
-        "emulated_latency_s": percentiles(emulated),
-        "outcomes_agree": agree / max(1, len(measured_after)),
-    }
-
-
-async def latency_mode(client: QnemuClient, src: str, dst: str, requests: int) -> dict:
-    walls, emulated = [], []
-    for _ in range(requests):
-        started = time.perf_counter()
-        async for ok in client.entangle(src, dst, pairs=1, measure="Z", timeout_s=10.0):
-            walls.append(time.perf_counter() - started)
-            emulated.append(ok.delivered_at - ok.created_at)
-    return {
-        "requests": len(walls),
-        "wall_latency_s": percentiles(walls),
-        "emulated_latency_s": percentiles(emulated),
-    }
-
-
 async def run_chain(network: Network, pairs: int, requests: int, modes: list[str]) -> dict:
     names = network.topology.node_names
     src, dst = names[0], names[-1]
@@ -141,8 +88,8 @@ async def run_chain(network: Network, pairs: int, requests: int, modes: list[str
             pass
         for mode, work in (
             ("measure", lambda: measure_mode(client, src, dst, pairs)),
-            ("keep", lambda: keep_mode(client, src, dst, pairs)),
-            ("latency", lambda: latency_mode(client, src, dst, requests)),
+            ("keep", lambda: keep_and_measure(client, src, dst, pairs)),
+            ("latency", lambda: single_pair_latency(client, src, dst, requests)),
         ):
             if mode not in modes:
                 continue
@@ -248,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         profile = args.profile / f"line-{nodes}" if args.profile else None
         with (
             tempfile.TemporaryDirectory(prefix="qnemu-bench-") as temp,
-            make_network(
-                chain_topology(nodes), Path(temp), insecure=args.insecure, profile_dir=profile
+            Network(
+                chain_topology(nodes), Path(temp), secure=not args.insecure, profile_dir=profile
             ) as network,
         ):
             all_results[nodes] = asyncio.run(run_chain(network, pairs, requests, modes))

@@ -57,16 +57,6 @@ def pair_topology() -> Topology:
     )
 
 
-def make_network(
-    topology: Topology, run_dir: Path, *, insecure: bool, profile_dir: Path | None = None
-) -> Network:
-    """A Network, without CurveZMQ when `insecure` (to measure what the encryption costs)."""
-    network = Network(topology, run_dir, profile_dir=profile_dir)
-    if insecure:
-        network.plan = network.plan.model_copy(update={"secure": False})
-    return network
-
-
 def target_state() -> np.ndarray:
     return np.array(
         [np.exp(-0.5j * PHI) * math.cos(THETA / 2), np.exp(0.5j * PHI) * math.sin(THETA / 2)]
@@ -302,10 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {}
     with (
         tempfile.TemporaryDirectory(prefix="qnemu-bench-") as temp,
-        make_network(
+        Network(
             pair_topology(),
             Path(temp),
-            insecure=args.insecure,
+            secure=not args.insecure,
             profile_dir=args.profile_processes,
         ) as network,
     ):
