@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,25 +73,22 @@ MAX_ROUNDS = 3  # purification rounds a link request may use (2^3 raw pairs per 
 FIDELITY_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 0.999, 1.0)
 
 
+@dataclass
 class Neighbour:
     """What a node knows of one link: the peer, the station and the best fidelity."""
 
-    def __init__(
-        self,
-        peer: str,
-        station: str,
-        link_name: str,
-        fidelity: float,
-        coefficients: tuple[float, float, float, float] | None = None,
-    ):
-        self.peer = peer
-        self.station = station
-        self.link_name = link_name
-        self.fidelity = fidelity
-        # Bell-diagonal weights (Φ+, Ψ−, Ψ+, Φ−) of a pair once brought to Φ+: what
-        # purification works from. Default: a Werner state of that fidelity.
-        other = (1.0 - fidelity) / 3.0
-        self.coefficients = coefficients or (fidelity, other, other, other)
+    peer: str
+    station: str
+    link_name: str
+    fidelity: float
+    # Bell-diagonal weights (Φ+, Ψ−, Ψ+, Φ−) of a pair once brought to Φ+: what
+    # purification works from. Default: a Werner state of that fidelity.
+    coefficients: tuple[float, float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.coefficients is None:
+            other = (1.0 - self.fidelity) / 3.0
+            self.coefficients = (self.fidelity, other, other, other)
 
 
 class NodeService(Service):
@@ -382,11 +380,10 @@ class NodeService(Service):
         initiator = envelope.header.sender
 
         def reject(code: str, message: str) -> None:
+            # Back on the connection it came in on: that also reaches a sender we have no
+            # link (and so no connection) to.
             body = CreateReject(create.create_id, code, message)
-            if initiator in self.neighbours:
-                self.send(initiator, body)
-            else:  # not a peer: answer on the connection it came in on
-                self.reply(origin, body, parent_id=envelope.header.msg_id)
+            self.reply(origin, body, parent_id=envelope.header.msg_id)
 
         if initiator not in self.neighbours or create.remote_node_id != initiator:
             reject("UNSUPP", f"{self.name} has no link to {initiator!r}")
