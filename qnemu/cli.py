@@ -7,8 +7,8 @@ qnemu validate FILE
 qnemu report [RUN_DIR] [-o FILE]          qnemu record [RUN_DIR] [--interval S]
 qnemu fault cut|restore|set|eavesdrop LINK | classical NODE | kill|restart|... NAME | clear
 qnemu app RUN_DIR_OR_TOPOLOGY alice=app_a.py bob=app_b.py [--arg k=v] [--json]
-qnemu export compose TOPOLOGY [-o FILE] [--swarm] [--mosquitto] [--image IMAGE]
-qnemu export k8s TOPOLOGY [-o DIR] [--image IMAGE]
+qnemu export compose TOPOLOGY [-o FILE] [--swarm] [--mosquitto] [--image IMAGE] [--insecure]
+qnemu export k8s TOPOLOGY [-o DIR] [--image IMAGE] [--insecure]
 qnemu broker | station NAME | node NAME --run-dir DIR     (one process; used by `up`)
 """
 
@@ -31,7 +31,7 @@ from qnemu.app.cli import add_app_parser
 from qnemu.client import EntangleError, QnemuClient, RequestError
 from qnemu.launch.launcher import Launcher, LaunchError, collect_stats, stop_run
 from qnemu.launch.live import link_figures, render, summary_table
-from qnemu.launch.plan import RunPlan
+from qnemu.launch.plan import RunPlan, add_layout_arguments
 from qnemu.launch.record import record
 from qnemu.launch.rundir import new_run_dir, read_status, resolve_run_dir, write_json
 from qnemu.topology import (
@@ -388,7 +388,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     from qnemu.launch.processes import serve
 
     name = "broker" if args.command == "broker" else args.name
-    return serve(Path(args.run_dir), name)
+    return serve(Path(args.run_dir), name, args.secrets_dir, args.state_dir)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -405,11 +405,15 @@ def cmd_export(args: argparse.Namespace) -> int:
                 swarm=args.swarm,
                 mosquitto=args.mosquitto,
                 image=args.image,
+                secure=not args.insecure,
             )
             written = [path]
         else:
             written = export_k8s(
-                topology, Path(args.output or f"qnemu-{topology.name}/k8s"), image=args.image
+                topology,
+                Path(args.output or f"qnemu-{topology.name}/k8s"),
+                image=args.image,
+                secure=not args.insecure,
             )
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -533,6 +537,11 @@ def build_parser() -> argparse.ArgumentParser:
         target.add_argument("topology", help="YAML file, shipped name or builder spec")
         target.add_argument("-o", "--output", metavar=output, help="default qnemu-<network>/...")
         target.add_argument("--image", default="qnemu:latest", help="the qnemu image to run")
+        target.add_argument(
+            "--insecure",
+            action="store_true",
+            help="plain-text ZeroMQ, no keys generated (only on a network you trust)",
+        )
         target.set_defaults(handler=cmd_export)
     compose.add_argument("--swarm", action="store_true", help="for `docker stack deploy`")
     compose.add_argument("--mosquitto", action="store_true", help="add an MQTT broker")
@@ -542,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
         if role != "broker":
             process.add_argument("name")
         process.add_argument("--run-dir", required=True)
+        add_layout_arguments(process)
         process.set_defaults(handler=cmd_process)
     return parser
 

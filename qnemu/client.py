@@ -69,7 +69,8 @@ class QnemuClient:
         self._context = zmq.asyncio.Context()
         self._sockets: dict[str, zmq.asyncio.Socket] = {}
         names = [process.name for process in self.plan.processes]
-        self._curve = client_identity(Path(run_dir), names)  # None: an insecure run
+        # None: an insecure run
+        self._curve = client_identity(Path(run_dir), names, self.plan.public_keys)
         self._inboxes: dict[str, asyncio.Queue[Envelope]] = {}
         self._readers: dict[str, asyncio.Lock] = {}
 

@@ -149,7 +149,8 @@ async def run_apps(
         if app.node not in nodes:
             raise AppLoadError(f"unknown node {app.node!r} (nodes: {', '.join(nodes)})")
     clock = EmulatedClock(plan.epoch_wall_s, plan.time_scale)
-    curve = client_identity(Path(run_dir), [process.name for process in plan.processes])
+    names = [process.name for process in plan.processes]
+    curve = client_identity(Path(run_dir), names, plan.public_keys)
     connections = {
         app.node: NodeConnection(
             plan.process(app.node).endpoint,

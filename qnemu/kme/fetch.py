@@ -47,7 +47,13 @@ def _sae(plan: RunPlan, node: str) -> str:
     return saes[0]
 
 
-def _kme_url(run_dir: Path, node: str) -> str:
+def _kme_url(plan: RunPlan, run_dir: Path, node: str) -> str:
+    """A KME on a fixed port (a deployment) is where the plan says; one on a port of its
+    choosing (`qnemu up`) wrote its URL in the run directory."""
+    process = plan.process(node)
+    if process.kme_port is not None:
+        host = f"[{process.metrics_host}]" if ":" in process.metrics_host else process.metrics_host
+        return f"https://{host}:{process.kme_port}"
     info = run_dir / "kme" / f"{node}.json"
     if not info.is_file():
         raise KeyFetchError(f"{node}'s KME has not started (no {info})")
@@ -75,7 +81,7 @@ async def fetch_key_pairs(
     """`number` keys of `bits` bits, from both ends; waits up to `wait_s` for key material."""
     plan = RunPlan.read(run_dir)
     master, slave = _sae(plan, src), _sae(plan, dst)
-    master_kme, slave_kme = _kme_url(run_dir, src), _kme_url(run_dir, dst)
+    master_kme, slave_kme = _kme_url(plan, run_dir, src), _kme_url(plan, run_dir, dst)
     deadline = time.monotonic() + wait_s
     while True:
         status, body = await _post(

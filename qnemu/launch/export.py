@@ -13,6 +13,7 @@ them (re)starts. One export is one run: export again for a fresh clock.
 
 import hashlib
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from qnemu.launch.credentials import Credentials, make_credentials, write_secret
 from qnemu.launch.monitoring import JOB_NAME, MONITORING_DIR, SCRAPE_INTERVAL_S, scrape_targets
 from qnemu.launch.plan import BROKER_NAME, PLAN_FILE, ProcessPlan, RunPlan, make_plan
 from qnemu.topology import Topology
@@ -34,6 +36,7 @@ __all__ = [
     "ZMQ_PORT",
     "Bundle",
     "build_compose",
+    "container_run",
     "container_scrape_targets",
     "dump_yaml",
     "export_compose",
@@ -42,6 +45,7 @@ __all__ = [
     "process_command",
     "service_host",
     "write_bundle",
+    "write_secret",
 ]
 
 DEFAULT_IMAGE = "qnemu:latest"
@@ -49,7 +53,11 @@ PROMETHEUS_IMAGE = "prom/prometheus:v2.53.0"
 GRAFANA_IMAGE = "grafana/grafana:11.1.0"
 MOSQUITTO_IMAGE = "eclipse-mosquitto:2.0.18"
 CONTAINER_RUN_DIR = "/run/qnemu"
+SECRETS_DIR = "/run/secrets/qnemu"  # each process's own keys, mounted as secrets
+STATE_DIR = "/var/lib/qnemu"  # what a process writes (key store): a volume
+USER_ID = 10001  # the image's non-root user (docker/Dockerfile)
 ZMQ_PORT = 5555
+KME_PORT = 8443  # a node's ETSI GS QKD 014 KME (HTTPS), when it declares SAEs
 METRICS_PORT = 9100
 PROMETHEUS_PORT = 9090
 PROMETHEUS_CONFIG_DIR = "/etc/prometheus/qnemu"
@@ -84,27 +92,55 @@ def make_container_plan(
     metrics_port: int = METRICS_PORT,
     bind_host: str = "0.0.0.0",
     epoch_wall_s: float | None = None,
+    public_keys: dict[str, str] | None = None,
 ) -> RunPlan:
     """The run plan for one process per container: same ports everywhere, service names.
 
     `bind_host` is the interface each process listens on *inside its own container*;
     the wildcard is the deliberate choice there, since a container's only interfaces
-    are its own network's and loopback.
+    are its own network's and loopback. With `public_keys` the run is secure (CurveZMQ):
+    the keys travel in the plan and each process's own secrets are mounted at
+    SECRETS_DIR; without, it is plain text.
     """
-    # Containers run without CurveZMQ until the keys travel as Compose/Kubernetes secrets
-    # (docs/deployment.md says so); local runs are secure by default.
     base = make_plan(
-        topology, epoch_wall_s=time.time() if epoch_wall_s is None else epoch_wall_s, secure=False
+        topology,
+        epoch_wall_s=time.time() if epoch_wall_s is None else epoch_wall_s,
+        secure=public_keys is not None,
     )
     hosts = [service_host(process.name) for process in base.processes]
     clashes = sorted({h for h in hosts if hosts.count(h) > 1} | (set(hosts) & MONITORING_SERVICES))
     if clashes:
         raise ValueError(f"process names give clashing container host names: {clashes}")
+    kme_nodes = set(_kme_nodes(topology))
     processes = [
         _container_process(process, host, zmq_port, metrics_port, bind_host)
+        | ({"kme_port": KME_PORT} if process.name in kme_nodes else {})
         for process, host in zip(base.processes, hosts, strict=True)
     ]
-    return RunPlan.model_validate(base.model_dump() | {"processes": processes})
+    layout: dict[str, Any] = {"state_dir": STATE_DIR}
+    if public_keys is not None:
+        layout |= {"secrets_dir": SECRETS_DIR, "public_keys": public_keys}
+    return RunPlan.model_validate(base.model_dump() | {"processes": processes} | layout)
+
+
+def _kme_nodes(topology: Topology) -> dict[str, str]:
+    """The nodes that run a KME (they declare SAEs), with the host name it is reached at."""
+    return {name: service_host(name) for name, node in topology.nodes.items() if node.saes}
+
+
+def container_run(
+    topology: Topology, *, secure: bool = True, epoch_wall_s: float | None = None
+) -> tuple[RunPlan, Credentials | None]:
+    """A container plan and, for a secure run, the fresh credentials it was made with."""
+    if not secure:
+        return make_container_plan(topology, epoch_wall_s=epoch_wall_s), None
+    names = [process.name for process in make_plan(topology, secure=False).processes]
+    saes = [sae for node in topology.nodes.values() for sae in node.saes]
+    credentials = make_credentials(names, _kme_nodes(topology), saes)
+    plan = make_container_plan(
+        topology, epoch_wall_s=epoch_wall_s, public_keys=credentials.public_keys
+    )
+    return plan, credentials
 
 
 def _container_process(
@@ -148,11 +184,18 @@ def health_command(process: ProcessPlan, run_dir: str = CONTAINER_RUN_DIR) -> li
 
 @dataclass
 class Bundle:
-    """A deployment document and the files it refers to (paths relative to it)."""
+    """A deployment document and the files it refers to (paths relative to it).
+
+    `secret_files` are written readable by their owner only (0600, folders 0700); those
+    under `container_secrets` are what containers mount, and are given to the image's
+    user when the exporter may (root), since a plain Compose bind-mounts them as they are.
+    """
 
     document: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)
     header: str = ""
+    secret_files: dict[str, str] = field(default_factory=dict)
+    container_secrets: set[str] = field(default_factory=set)
 
 
 class _Files:
@@ -183,6 +226,34 @@ class _Files:
         service.setdefault("configs", []).append({"source": key, "target": target, "mode": 0o444})
 
 
+class _Secrets:
+    """Each process's own keys, as Compose/Swarm `secrets:` mounted in SECRETS_DIR.
+
+    The files are written in `directory`, one folder per process. A Swarm secret is
+    immutable, so it is named by its content, like a config; a plain Compose bind-mounts
+    the file (and ignores uid/gid/mode, so those are only set for a Swarm).
+    """
+
+    def __init__(self, network: str, directory: str, swarm: bool):
+        self.network = network
+        self.directory = directory
+        self.swarm = swarm
+        self.files: dict[str, str] = {}
+        self.secrets: dict[str, dict[str, str]] = {}
+
+    def mount(self, service: dict, host: str, file_name: str, text: str) -> None:
+        path = f"{self.directory}/{host}/{file_name}"
+        self.files[path] = text
+        key = f"{host}-{file_name}".replace("_", "-")
+        self.secrets[key] = {"file": f"./{path}"}
+        target: dict[str, Any] = {"source": key, "target": f"{SECRETS_DIR}/{file_name}"}
+        if self.swarm:
+            digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+            self.secrets[key]["name"] = f"{self.network[:20]}-{key[:30]}-{digest}"
+            target |= {"uid": str(USER_ID), "gid": str(USER_ID), "mode": 0o400}
+        service.setdefault("secrets", []).append(target)
+
+
 def build_compose(
     topology: Topology,
     *,
@@ -190,9 +261,11 @@ def build_compose(
     mosquitto: bool = False,
     image: str = DEFAULT_IMAGE,
     config_dir: str = "qnemu-config",
+    secrets_dir: str = "qnemu-secrets",
     publish_host: str = "127.0.0.1",
     monitoring_dir: Path | None = None,
     epoch_wall_s: float | None = None,
+    secure: bool = True,
 ) -> Bundle:
     """A Compose document, or with `swarm=True` one for `docker stack deploy`.
 
@@ -201,11 +274,17 @@ def build_compose(
     bind-mounts the same files read-only. Compose publishes Grafana and Prometheus on
     `publish_host` (loopback by default); a Swarm would publish on every node's
     interfaces whatever host is given, so its file publishes nothing.
+
+    A secure export (the default) generates the run's keys: each process gets its own as
+    secrets from `secrets_dir`, the operator's (CA, SAEs, clients) are left in
+    `secrets_dir/operator`.
     """
     monitoring_dir = Path(monitoring_dir or MONITORING_DIR)
-    plan = make_container_plan(topology, epoch_wall_s=epoch_wall_s)
+    plan, credentials = container_run(topology, secure=secure, epoch_wall_s=epoch_wall_s)
     files = _Files(plan.network, config_dir, swarm)
+    secrets = _Secrets(plan.network, secrets_dir, swarm)
     run_json = plan.model_dump_json(indent=2) + "\n"
+    volumes: dict[str, dict] = {"prometheus-data": {}, "grafana-data": {}}
     stations_of: dict[str, list[str]] = {node: [] for node in topology.node_names}
     for station, link in topology.stations():
         for node in link.nodes:
@@ -225,12 +304,22 @@ def build_compose(
             # dnsrr: the name resolves to the task itself, no virtual IP between peers.
             "deploy": {"replicas": 1, "endpoint_mode": "dnsrr", "restart_policy": _RESTART},
         }
+        host = service_host(process.name)
         files.deliver(service, "run-json", PLAN_FILE, run_json, f"{CONTAINER_RUN_DIR}/{PLAN_FILE}")
+        if credentials is not None:
+            for file_name, text in credentials.secrets[process.name].items():
+                secrets.mount(service, host, file_name, text)
+            for relative, text in credentials.certificates_of(process.name).items():
+                key = relative.replace("/", "-").replace("_", "-").replace(".", "-")
+                files.deliver(service, key, relative, text, f"{CONTAINER_RUN_DIR}/{relative}")
+        if process.role == "node":  # its key store outlives the container
+            service["volumes"] = [f"state-{host}:{STATE_DIR}", *service.get("volumes", [])]
+            volumes[f"state-{host}"] = {}
         if needs:
             service["depends_on"] = _depends_on([service_host(n) for n in needs], swarm)
         if not swarm:
             service["restart"] = "unless-stopped"
-        services[service_host(process.name)] = service
+        services[host] = service
     services |= _monitoring_services(plan, files, monitoring_dir, swarm, publish_host)
     if mosquitto:
         services["mosquitto"] = _mosquitto_service(files)
@@ -238,10 +327,16 @@ def build_compose(
         "x-qnemu": {"network": plan.network, "epoch_wall_s": plan.epoch_wall_s},
         "services": services,
         "networks": {EMULATOR_NETWORK: {}, MONITORING_NETWORK: {}},
-        "volumes": {"prometheus-data": {}, "grafana-data": {}},
+        "volumes": volumes,
     }
     if swarm:
         document["configs"] = files.configs
+    if secrets.secrets:
+        document["secrets"] = secrets.secrets
+    secret_files = dict(secrets.files)
+    if credentials is not None:
+        for relative, text in credentials.operator.items():
+            secret_files[f"{secrets_dir}/operator/{relative}"] = text
     how = (
         "# Deploy: docker stack deploy -c THIS_FILE NAME\n"
         if swarm
@@ -251,9 +346,10 @@ def build_compose(
     header = (
         f"# qnemu network {plan.network!r}, generated by `qnemu export compose`.\n"
         f"# One run: emulated time counts from epoch {plan.epoch_wall_s:.3f} (wall seconds),\n"
-        f"# fixed at export. The files it delivers into containers are in ./{config_dir}/.\n" + how
+        f"# fixed at export. The files it delivers into containers are in ./{config_dir}/,\n"
+        f"# their keys in ./{secrets_dir}/ (the CA, SAE and client keys in operator/).\n" + how
     )
-    return Bundle(document, files.files, header)
+    return Bundle(document, files.files, header, secret_files, set(secrets.files))
 
 
 _RESTART = {"condition": "any", "delay": "2s"}
@@ -400,14 +496,24 @@ def write_bundle(bundle: Bundle, output: Path) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         written.append(path)
+    for relative, text in bundle.secret_files.items():
+        path = output.parent / relative
+        write_secret(path, text, base=output.parent)
+        if relative in bundle.container_secrets and os.geteuid() == 0:
+            os.chown(path, USER_ID, USER_ID)  # the image's user reads it in its container
+        written.append(path)
     text = bundle.header + dump_yaml(bundle.document)
     output.write_text(text)
     return [output, *written]
 
 
 def export_compose(topology: Topology, output: Path, **options: Any) -> Path:
-    """Write a Compose file for `topology` at `output`, its configs in `<stem>-config/`."""
+    """Write a Compose file for `topology` at `output`, its configs in `<stem>-config/`
+    and its keys in `<stem>-secrets/`."""
     output = Path(output)
-    bundle = build_compose(topology, config_dir=f"{output.stem}-config", **options)
+    bundle = build_compose(
+        topology, config_dir=f"{output.stem}-config", secrets_dir=f"{output.stem}-secrets",
+        **options,
+    )  # fmt: skip
     write_bundle(bundle, output)
     return output

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 import zmq
 
-from qnemu.launch.plan import ProcessPlan, RunPlan
+from qnemu.launch.plan import ProcessPlan, RunPlan, add_layout_arguments, with_layout
 from qnemu.runtime.clock import EmulatedClock
-from qnemu.runtime.curve import apply_client, client_identity
+from qnemu.runtime.curve import apply_client, client_identity, self_identity
 from qnemu.wire import WireError, decode, encode, new_msg_id
 from qnemu.wire.common import PingReply, PingRequest
 
@@ -53,7 +53,8 @@ def ping(
     run_dir: Path | None = None,
 ) -> PingReply | None:
     """Ping process `name` of `plan` where it listens locally; None if it did not answer.
-    A secure run's client key is taken from `run_dir`."""
+    A secure run's client key is taken from `run_dir`; in a container (the plan has a
+    `secrets_dir`) the health check proves itself with the process's own key."""
     process = plan.process(name)
     clock = EmulatedClock(plan.epoch_wall_s, plan.time_scale)
     # An identity of its own: the process's ROUTER hands an identity over to its newest
@@ -65,7 +66,11 @@ def ping(
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.IDENTITY, identity.encode())
         if plan.secure and run_dir is not None:
-            curve = client_identity(run_dir, [p.name for p in plan.processes])
+            if plan.secrets_dir is not None:  # a container: only the process's own key is here
+                curve = self_identity(run_dir, name, plan.secrets_dir)
+            else:
+                names = [p.name for p in plan.processes]
+                curve = client_identity(run_dir, names, plan.public_keys)
             apply_client(socket, curve, name)
         socket.connect(local_endpoint(process))
         msg_id = new_msg_id()
@@ -95,11 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--live", action="store_true", help="answering at all is enough (liveness, not readiness)"
     )
+    add_layout_arguments(parser)
     args = parser.parse_args(argv)
     if not args.name:
         parser.error("give the process NAME or set QNEMU_PROCESS")
     try:
-        plan = RunPlan.read(args.run_dir)
+        plan = with_layout(RunPlan.read(args.run_dir), args.secrets_dir, args.state_dir)
         reply = ping(plan, args.name, timeout_s=args.timeout, run_dir=args.run_dir)
     except (FileNotFoundError, KeyError, ValueError, zmq.ZMQError) as error:
         print(f"unhealthy: {error}", file=sys.stderr)

@@ -46,6 +46,8 @@ class PkiPaths:
     """Where the PKI files of a run are."""
 
     directory: Path
+    # Where the private keys are, when not beside the certificates (a container's secrets).
+    key_directory: Path | None = None
 
     @property
     def ca_cert(self) -> Path:
@@ -60,7 +62,7 @@ class PkiPaths:
         return self.directory / f"{entity}.crt"
 
     def key(self, entity: str) -> Path:
-        return self.directory / f"{entity}.key"
+        return (self.key_directory or self.directory) / f"{entity}.key"
 
 
 def kme_name(node: str) -> str:
@@ -68,8 +70,10 @@ def kme_name(node: str) -> str:
     return f"kme-{node}"
 
 
-def pki_paths(run_dir: Path) -> PkiPaths:
-    return PkiPaths(Path(run_dir) / PKI_DIR)
+def pki_paths(run_dir: Path, secrets_dir: Path | str | None = None) -> PkiPaths:
+    """The run's PKI; with `secrets_dir` (a container) the private keys are there."""
+    keys = Path(secrets_dir) if secrets_dir is not None else None
+    return PkiPaths(Path(run_dir) / PKI_DIR, keys)
 
 
 def ensure_pki(

@@ -4,7 +4,9 @@ The launcher writes it to `RUN_DIR/run.json`; every process reads it to find its
 configuration and its peers, so the same command works under `qnemu up` or by hand.
 """
 
+import argparse
 import json
+import os
 import socket
 import time
 import zlib
@@ -21,11 +23,13 @@ __all__ = [
     "PLAN_FILE",
     "ProcessPlan",
     "RunPlan",
+    "add_layout_arguments",
     "arm_lengths_km",
     "free_port",
     "free_ports",
     "make_plan",
     "process_seed",
+    "with_layout",
 ]
 
 BROKER_NAME = "broker"
@@ -45,6 +49,8 @@ class ProcessPlan(BaseModel):
     # the container's wildcard, while peers use the service name). None: the same.
     bind_endpoint: str | None = None
     metrics_bind_host: str | None = None
+    # A node's ETSI 014 KME port (on the metrics bind host); None: any free port.
+    kme_port: int | None = None
 
     @property
     def metrics_url(self) -> str:
@@ -61,6 +67,15 @@ class RunPlan(BaseModel):
     topology: dict
     processes: list[ProcessPlan]
     secure: bool = True  # CurveZMQ on every socket (keys in RUN_DIR/zmq); False: --insecure
+    # Containers: each process finds its own secrets (Curve secret key, KME TLS key) here,
+    # mounted as a secret, and the run directory holds only public material (public keys,
+    # certificates). None: everything is in the run directory, as under `qnemu up`.
+    secrets_dir: str | None = None
+    # Where processes write (key stores, KME address files); None: the run directory.
+    state_dir: str | None = None
+    # Curve public keys (z85) by process name and for the clients, when the run directory
+    # has no zmq/ folder (containers): public, so they travel in the plan itself.
+    public_keys: dict[str, str] | None = None
 
     def process(self, name: str) -> ProcessPlan:
         for process in self.processes:
@@ -68,6 +83,9 @@ class RunPlan(BaseModel):
                 return process
         known = ", ".join(p.name for p in self.processes)
         raise KeyError(f"no process {name!r} in this run (processes: {known})")
+
+    def state_path(self, run_dir: Path) -> Path:
+        return Path(self.state_dir) if self.state_dir is not None else Path(run_dir)
 
     def topology_model(self) -> Topology:
         return parse_topology(self.topology, origin="run.json")
@@ -85,6 +103,27 @@ class RunPlan(BaseModel):
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir} is not a qnemu run directory (no {PLAN_FILE})")
         return cls.model_validate(json.loads(path.read_text()))
+
+
+def with_layout(plan: RunPlan, secrets_dir: str | None, state_dir: str | None) -> RunPlan:
+    """The plan with this host's own secrets and state folders, where given: on a host of
+    its own a process is told where they are (flag or environment), as a container is
+    told by its mounts."""
+    update = {"secrets_dir": secrets_dir, "state_dir": state_dir}
+    return plan.model_copy(update={key: value for key, value in update.items() if value})
+
+
+def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--secrets-dir",
+        default=os.environ.get("QNEMU_SECRETS_DIR"),
+        help="this process's own keys (default: the plan's, else RUN_DIR; $QNEMU_SECRETS_DIR)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get("QNEMU_STATE_DIR"),
+        help="where it writes its key store (default: the plan's, else RUN_DIR; $QNEMU_STATE_DIR)",
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -12,7 +12,15 @@ import numpy as np
 
 from qnemu.broker.server import BrokerService
 from qnemu.broker.store import StateStore
-from qnemu.launch.plan import BROKER_NAME, RunPlan, arm_lengths_km, delay_s, process_seed
+from qnemu.launch.plan import (
+    BROKER_NAME,
+    RunPlan,
+    add_layout_arguments,
+    arm_lengths_km,
+    delay_s,
+    process_seed,
+    with_layout,
+)
 from qnemu.node import apps, mqtt, qkd
 from qnemu.node.routing import Routing
 from qnemu.node.service import Neighbour, NodeService
@@ -131,17 +139,17 @@ def _curve_identity(plan: RunPlan, run_dir: Path | None, name: str, topology) ->
     nodes = [p.name for p in plan.processes if p.role == "node"]
     stations = [p.name for p in plan.processes if p.role == "station"]
     if role == "broker":
-        return process_identity(run_dir, name, [], nodes + stations)
-    if role == "station":
+        peers, accepts = [], nodes + stations
+    elif role == "station":
         link = next(link for station, link in topology.stations() if station == name)
-        return process_identity(run_dir, name, [*link.nodes, BROKER_NAME], list(link.nodes))
-    own_stations = [
-        topology.link_between(name, peer).station_name for peer in topology.neighbours(name)
-    ]
-    others = [node for node in nodes if node != name]
-    return process_identity(
-        run_dir, name, [BROKER_NAME, *others, *own_stations], others + own_stations
-    )
+        peers, accepts = [*link.nodes, BROKER_NAME], list(link.nodes)
+    else:
+        own_stations = [
+            topology.link_between(name, peer).station_name for peer in topology.neighbours(name)
+        ]
+        others = [node for node in nodes if node != name]
+        peers, accepts = [BROKER_NAME, *others, *own_stations], others + own_stations
+    return process_identity(run_dir, name, peers, accepts, plan.secrets_dir, plan.public_keys)
 
 
 def phi_plus_coefficients(physics) -> tuple[float, float, float, float]:
@@ -161,7 +169,9 @@ _Z = np.diag([1, -1])
 _PAULI_FRAME = {0: np.eye(2), 1: _X, 2: _Z, 3: _Z @ _X}
 
 
-def serve(run_dir: Path, name: str) -> int:
+def serve(
+    run_dir: Path, name: str, secrets_dir: str | None = None, state_dir: str | None = None
+) -> int:
     """Run one process until SIGTERM; returns the exit code."""
     # Imports and set-up objects live for the whole run: keep the collector off them.
     gc.collect()
@@ -172,7 +182,7 @@ def serve(run_dir: Path, name: str) -> int:
         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    plan = RunPlan.read(run_dir)
+    plan = with_layout(RunPlan.read(run_dir), secrets_dir, state_dir)
     service = build_service(plan, name, run_dir)
     asyncio.run(service.run())
     return 0
@@ -184,6 +194,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("role", choices=["broker", "station", "node"])
     parser.add_argument("name", nargs="?")
     parser.add_argument("--run-dir", required=True)
+    add_layout_arguments(parser)
     args = parser.parse_args(argv)
     if args.role == "broker":
         name = args.name or BROKER_NAME
@@ -200,4 +211,4 @@ def main(argv: list[str]) -> int:
     if role != args.role:
         print(f"error: {name!r} is a {role} in this run, not a {args.role}", file=sys.stderr)
         return 2
-    return serve(Path(args.run_dir), name)
+    return serve(Path(args.run_dir), name, args.secrets_dir, args.state_dir)

@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily
 
 from qnemu.keys import KeyStore, Reservation, ReservationError, key_store_path
 from qnemu.kme import KeyDeliveryApi, KmeServer, create_app, kme_ssl_context, serve_kme
-from qnemu.launch.pki import ensure_pki, kme_name
+from qnemu.launch.pki import ensure_pki, kme_name, pki_paths
 from qnemu.node.relay import HopChannel, TrustedNodeRelay
 from qnemu.qkd.auth import (
     AuthenticatedMessage,
@@ -231,10 +231,18 @@ class QkdExtension:
         seed: int | None = None,
         settings: QkdSettings | None = None,
         kme_host: str = "127.0.0.1",
+        kme_port: int | None = None,
+        state_dir: Path | None = None,
+        secrets_dir: Path | None = None,
     ):
         self.node = node
         self.topology = topology
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        # Where the key store and KME address go (a container's volume), and where the
+        # KME's TLS key is mounted when the deployment made the PKI (a container's secret).
+        self.state_dir = Path(state_dir) if state_dir is not None else self.run_dir
+        self.secrets_dir = Path(secrets_dir) if secrets_dir is not None else None
+        self.kme_port = kme_port
         self.settings = settings or QkdSettings()
         self.kme_host = kme_host
         self.session = secrets.token_hex(4)
@@ -328,7 +336,8 @@ class QkdExtension:
     async def run(self) -> None:
         if not self.saes or self.run_dir is None:
             return
-        path = key_store_path(self.run_dir, self.node.name)
+        assert self.state_dir is not None
+        path = key_store_path(self.state_dir, self.node.name)
         self.store = await asyncio.to_thread(KeyStore, path, self.node.name)
         for peer in self.links:
             self._watch_pool(peer)
@@ -365,10 +374,14 @@ class QkdExtension:
         return {"kme_url": self.kme_url, "qkd": links, "key_relay": self.relay.stats()}
 
     async def _start_kme(self) -> None:
-        run_dir = self.run_dir
-        assert run_dir is not None and self.store is not None
-        nodes = [name for name, config in self.topology.nodes.items() if config.saes]
-        paths = await asyncio.to_thread(_ensure_pki_locked, run_dir, nodes, list(self.sae_nodes))
+        run_dir, state_dir = self.run_dir, self.state_dir
+        assert run_dir is not None and state_dir is not None and self.store is not None
+        if self.secrets_dir is not None:  # made by the deployment: nothing to issue here
+            paths = pki_paths(run_dir, self.secrets_dir)
+        else:
+            nodes = [name for name, config in self.topology.nodes.items() if config.saes]
+            saes = list(self.sae_nodes)
+            paths = await asyncio.to_thread(_ensure_pki_locked, run_dir, nodes, saes)
         me = kme_name(self.node.name)
         context = kme_ssl_context(paths.ca_cert, paths.cert(me), paths.key(me))
         api = KeyDeliveryApi(
@@ -380,13 +393,15 @@ class QkdExtension:
             key_relay=self.relay,
         )
         self.m_kme.api = api
-        info = kme_info_path(run_dir, self.node.name)
-        port = 0
+        info = kme_info_path(state_dir, self.node.name)
+        port = self.kme_port or 0
         with contextlib.suppress(OSError, ValueError, KeyError):
             port = int(json.loads(info.read_text())["port"])  # same URL after a restart
         try:
             self.kme = await serve_kme(create_app(api), self.kme_host, port, context)
         except OSError:
+            if self.kme_port:  # a fixed port peers are told about: no other will do
+                raise
             self.kme = await serve_kme(create_app(api), self.kme_host, 0, context)
         self.kme_url = self.kme.url
         info.parent.mkdir(parents=True, exist_ok=True)
@@ -685,4 +700,14 @@ def _ensure_pki_locked(run_dir: Path, nodes: list[str], saes: list[str]):
 
 def extension(node, topology, plan):
     """Every node gets one (its metrics exist everywhere); it idles without SAEs."""
-    return QkdExtension(node, topology, run_dir=node.run_dir, seed=plan.seed)
+    process = plan.process(node.name)
+    return QkdExtension(
+        node,
+        topology,
+        run_dir=node.run_dir,
+        seed=plan.seed,
+        kme_host=process.metrics_bind_host or process.metrics_host,
+        kme_port=process.kme_port,
+        state_dir=plan.state_path(node.run_dir) if node.run_dir is not None else None,
+        secrets_dir=plan.secrets_dir,
+    )

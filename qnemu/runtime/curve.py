@@ -6,9 +6,15 @@ the Python client, apps, the launcher). A process's ROUTER is a Curve server tha
 accepts only the public keys its `CurveIdentity.accepts` lists; every DEALER proves its
 own key and checks the server's. A run started with `--insecure` has no keys and
 sockets talk plain text.
+
+In a container the run directory holds only the public keys; each process's own key
+pair is mounted as a secret in the plan's `secrets_dir`. A process accepts its own public
+key too, so a container's health check can prove itself with the secret it already has
+instead of holding the clients' key.
 """
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +30,7 @@ __all__ = [
     "keys_dir",
     "load_public",
     "process_identity",
+    "self_identity",
 ]
 
 CLIENT = "client"  # the key pair every client of a run uses
@@ -51,11 +58,16 @@ def load_public(run_dir: Path, name: str) -> bytes:
     return public
 
 
-def _load_pair(run_dir: Path, name: str) -> tuple[bytes, bytes]:
-    public, secret = zmq.auth.load_certificate(keys_dir(run_dir) / f"{name}.key_secret")
+def _load_pair(directory: Path, name: str) -> tuple[bytes, bytes]:
+    public, secret = zmq.auth.load_certificate(Path(directory) / f"{name}.key_secret")
     if secret is None:
-        raise ValueError(f"{name}: no secret key in {keys_dir(run_dir)}")
+        raise ValueError(f"{name}: no secret key in {directory}")
     return public, secret
+
+
+def _secrets(run_dir: Path, secrets_dir: Path | str | None) -> Path:
+    """Where a process's own key pair is: its mounted secrets, else RUN_DIR/zmq."""
+    return Path(secrets_dir) if secrets_dir is not None else keys_dir(run_dir)
 
 
 @dataclass(frozen=True)
@@ -87,26 +99,53 @@ class CurveIdentity:
 
 
 def process_identity(
-    run_dir: Path, name: str, peers: list[str], accepts: list[str]
+    run_dir: Path,
+    name: str,
+    peers: list[str],
+    accepts: list[str],
+    secrets_dir: Path | str | None = None,
+    public_keys: Mapping[str, str] | None = None,
 ) -> CurveIdentity:
-    """The identity of process `name`: it may reach `peers`, and accepts `accepts` + clients."""
-    public, secret = _load_pair(run_dir, name)
+    """The identity of process `name`: it may reach `peers`, and accepts `accepts`, the
+    clients and itself (its health check). Public keys come from `public_keys` when
+    given (a container's plan), else from RUN_DIR/zmq."""
+
+    def public_of(who: str) -> bytes:
+        if public_keys is None:
+            return load_public(run_dir, who)
+        try:
+            return public_keys[who].encode()
+        except KeyError:
+            raise ValueError(f"the plan has no public key for {who!r}") from None
+
+    public, secret = _load_pair(_secrets(run_dir, secrets_dir), name)
     return CurveIdentity(
         public=public,
         secret=secret,
-        servers={peer: load_public(run_dir, peer) for peer in peers},
-        accepts=frozenset(load_public(run_dir, who) for who in [*accepts, CLIENT]),
+        servers={peer: public_of(peer) for peer in peers},
+        accepts=frozenset(public_of(who) for who in [*accepts, CLIENT]) | {public},
     )
 
 
-def client_identity(run_dir: Path, processes: list[str]) -> CurveIdentity | None:
-    """The clients' identity, or None when the run is insecure (no keys)."""
+def self_identity(run_dir: Path, name: str, secrets_dir: Path | str | None) -> CurveIdentity:
+    """Process `name`'s own key pair, as a client of itself (a container's health check)."""
+    public, secret = _load_pair(_secrets(run_dir, secrets_dir), name)
+    return CurveIdentity(public, secret, servers={name: public})
+
+
+def client_identity(
+    run_dir: Path, processes: list[str], public_keys: Mapping[str, str] | None = None
+) -> CurveIdentity | None:
+    """The clients' identity, or None when the run is insecure (no keys). The processes'
+    public keys come from `public_keys` (the plan's) when given, else RUN_DIR/zmq."""
     if not (keys_dir(run_dir) / f"{CLIENT}.key_secret").exists():
         return None
-    public, secret = _load_pair(run_dir, CLIENT)
-    return CurveIdentity(
-        public, secret, servers={name: load_public(run_dir, name) for name in processes}
-    )
+    public, secret = _load_pair(keys_dir(run_dir), CLIENT)
+    if public_keys is not None:
+        servers = {name: public_keys[name].encode() for name in processes}
+    else:
+        servers = {name: load_public(run_dir, name) for name in processes}
+    return CurveIdentity(public, secret, servers=servers)
 
 
 def apply_client(socket: zmq.Socket, identity: CurveIdentity | None, peer: str) -> None:

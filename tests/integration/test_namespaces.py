@@ -1,10 +1,13 @@
 """qnemu across Linux network namespaces: every process is a host with its own address.
 
-The broker, the station and each node run in a namespace of their own on a private
+The broker, the stations and each node run in a namespace of their own on a private
 bridge (`netns.py`), started with the containers' command `python -m qnemu <role> [NAME]
---run-dir DIR`, their plan's endpoints the namespaces' addresses. The client side runs in
-one more namespace, as a subprocess: this file run as a script (`client_main`), so the
-test process itself never needs an address or a route into the lab.
+--run-dir DIR`, their plan's endpoints the namespaces' addresses. Keys are laid out as in
+an exported deployment: the public keys travel in the plan, each process has its own
+secrets folder and each node its own state folder, and the operator's files (client key,
+CA, SAE keys) sit in the run directory for the client side. The client side runs in one
+more namespace, as a subprocess: this file run as a script (`client_main`), so the test
+process itself never needs an address or a route into the lab.
 """
 
 import asyncio
@@ -25,9 +28,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from qnemu.client import EntangleError, QnemuClient, RequestError
+from qnemu.keys import key_store_path
+from qnemu.kme.fetch import fetch_key_pairs
+from qnemu.launch.credentials import Credentials, make_credentials, write_secret
 from qnemu.launch.plan import ProcessPlan, RunPlan, make_plan
 from qnemu.launch.rundir import STATUS_FILE, write_json
-from qnemu.runtime.curve import generate_keys
 from qnemu.topology import parse_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -36,6 +41,7 @@ PREFIX = netns.lab_prefix()
 CLIENT = "client"  # the namespace the client side runs in
 PORT = 5555  # the same in every namespace: each has its own port space
 METRICS_PORT = 9100
+KME_PORT = 8443
 PAIRS = 20
 READY_TIMEOUT_S = 20.0
 CLIENT_TIMEOUT_S = 30.0  # wall guard around one client subprocess
@@ -43,14 +49,21 @@ STOP_GRACE_S = 3.0
 DELAY_MS = 5.0
 OUTAGE_MAX_TIME_S = 1.0
 RECOVERY_TIMEOUT_S = 20.0  # TCP retransmission backoff after the outage dominates
+KEYS_WAIT_S = 40.0
+# alice-bob carries the client's pairs; bob-carol runs BBM92 (both declare SAEs), fast
+# enough for a 32768-pair block in seconds, and apart from the pairs the tests time.
 TOPOLOGY = {
     "name": "netns-pair",
     "time_scale": 1.0,
     "seed": 11,
     "defaults": {"node": {"qubits": 4, "t1_s": None, "t2_s": None}},
-    "nodes": {"alice": {}, "bob": {}},
-    "links": [{"nodes": ["alice", "bob"], "model": "perfect", "t_cycle_s": 1e-3}],
+    "nodes": {"alice": {}, "bob": {"saes": ["bob_app"]}, "carol": {"saes": ["carol_app"]}},
+    "links": [
+        {"nodes": ["alice", "bob"], "model": "perfect", "t_cycle_s": 1e-3},
+        {"nodes": ["bob", "carol"], "model": "perfect", "t_cycle_s": 2e-5},
+    ],
 }
+KME_NODES = ("bob", "carol")
 
 
 # ---- the client side, run inside the client namespace --------------------------------
@@ -126,6 +139,14 @@ async def latency_command(run_dir: Path, src: str, dst: str, repeats: int) -> di
     return {"walls_s": walls_s}
 
 
+async def keys_command(
+    run_dir: Path, src: str, dst: str, number: int, wait_s: float
+) -> dict[str, Any]:
+    """Keys through both KMEs, with the operator's SAE certificates."""
+    pairs = await fetch_key_pairs(run_dir, src, dst, bits=256, number=number, wait_s=wait_s)
+    return {"pairs": [[pair.key_ID, pair.master_key, pair.slave_key] for pair in pairs]}
+
+
 async def metrics_command(run_dir: Path, process: str) -> dict[str, Any]:
     url = RunPlan.read(run_dir).process(process).metrics_url
     with urllib.request.urlopen(url, timeout=5) as response:
@@ -137,6 +158,7 @@ CLIENT_COMMANDS = {
     "entangle": entangle_command,
     "ping": ping_command,
     "latency": latency_command,
+    "keys": keys_command,
     "metrics": metrics_command,
 }
 
@@ -170,7 +192,15 @@ class NamespacedRun:
     children: dict[str, subprocess.Popen] = field(default_factory=dict)
     answered_pids: dict[str, int] = field(default_factory=dict)
 
-    def client(self, command: str, **arguments: Any) -> dict[str, Any]:
+    def secrets_dir(self, name: str) -> Path:
+        return self.run_dir / "secrets" / name
+
+    def state_dir(self, name: str) -> Path:
+        return self.run_dir / "state" / name
+
+    def client(
+        self, command: str, wall_timeout_s: float = CLIENT_TIMEOUT_S, **arguments: Any
+    ) -> dict[str, Any]:
         """Run one client command inside the client namespace; its JSON result."""
         request = json.dumps({"command": command, **arguments})
         argv = [sys.executable, str(Path(__file__).resolve()), str(self.run_dir), request]
@@ -179,7 +209,7 @@ class NamespacedRun:
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
-            timeout=CLIENT_TIMEOUT_S,
+            timeout=wall_timeout_s,
         )
         assert done.returncode == 0, f"client {command} failed:\n{done.stderr[-2000:]}"
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -209,6 +239,8 @@ def start_processes(run: NamespacedRun) -> None:
         if process.role != "broker":
             command.append(process.name)
         command += ["--run-dir", str(run.run_dir)]
+        command += ["--secrets-dir", str(run.secrets_dir(process.name))]
+        command += ["--state-dir", str(run.state_dir(process.name))]
         with open(run.run_dir / "logs" / f"{process.name}.log", "ab") as log:
             run.children[process.name] = subprocess.Popen(
                 run.hosts[process.name].command(*command),  # ip netns exec: execs, same pid
@@ -246,11 +278,18 @@ def stop_processes(children: dict[str, subprocess.Popen]) -> None:
             child.wait(timeout=5)
 
 
-def namespaced_plan(lab: netns.Lab) -> tuple[RunPlan, dict[str, netns.Host]]:
-    """The topology's processes, each on a new host of the lab at a fixed port."""
+def namespaced_plan(lab: netns.Lab) -> tuple[RunPlan, dict[str, netns.Host], Credentials]:
+    """The topology's processes, each on a new host of the lab at fixed ports, and the
+    credentials of the run, made as `qnemu export` makes them."""
     template = make_plan(parse_topology(TOPOLOGY, origin="netns test topology"))
     hosts = {process.name: lab.add_host(process.name) for process in template.processes}
     hosts[CLIENT] = lab.add_host(CLIENT)
+    credentials = make_credentials(
+        [process.name for process in template.processes],
+        {node: node for node in KME_NODES},
+        [sae for node in TOPOLOGY["nodes"].values() for sae in node.get("saes", [])],
+        ip_addresses=[hosts[node].address for node in KME_NODES],
+    )
     processes = [
         ProcessPlan(
             name=process.name,
@@ -258,11 +297,32 @@ def namespaced_plan(lab: netns.Lab) -> tuple[RunPlan, dict[str, netns.Host]]:
             endpoint=f"tcp://{hosts[process.name].address}:{PORT}",
             metrics_host=hosts[process.name].address,
             metrics_port=METRICS_PORT,
+            kme_port=KME_PORT if process.name in KME_NODES else None,
         )
         for process in template.processes
     ]
-    plan = template.model_copy(update={"processes": processes, "epoch_wall_s": time.time()})
-    return RunPlan.model_validate(plan.model_dump()), hosts
+    plan = template.model_copy(
+        update={
+            "processes": processes,
+            "epoch_wall_s": time.time(),
+            "public_keys": credentials.public_keys,
+        }
+    )
+    return RunPlan.model_validate(plan.model_dump()), hosts, credentials
+
+
+def lay_out_credentials(run: "NamespacedRun", credentials: Credentials) -> None:
+    """Public material in the run directory, each process's secrets in its own folder,
+    the operator's files where the client side looks for them."""
+    for relative, text in credentials.certificates.items():
+        path = run.run_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for name, files in credentials.secrets.items():
+        for file_name, text in files.items():
+            write_secret(run.secrets_dir(name) / file_name, text, base=run.run_dir)
+        run.state_dir(name).mkdir(parents=True)
+    credentials.write_operator_files(run.run_dir)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -288,10 +348,10 @@ def lab():
 def run(lab, tmp_path_factory, process_guard):
     run_dir = tmp_path_factory.mktemp("netns").resolve()
     (run_dir / "logs").mkdir()
-    plan, hosts = namespaced_plan(lab)
+    plan, hosts, credentials = namespaced_plan(lab)
     plan.write(run_dir)
-    generate_keys(run_dir, [process.name for process in plan.processes])  # CurveZMQ
     launched = NamespacedRun(run_dir, plan, lab, hosts)
+    lay_out_credentials(launched, credentials)
     try:
         start_processes(launched)
         process_guard.watch_run(run_dir)
@@ -326,10 +386,12 @@ def test_every_process_is_a_host_of_its_own(run):
     assert network_namespace_inode("/proc/self/ns/net") not in inodes.values()
     # Each answered from its own address, and it is the process started there.
     assert run.answered_pids == {name: child.pid for name, child in run.children.items()}
-    # Each listens on its own address only (the endpoint and metrics), never a wildcard.
+    # Each listens on its own address only (the endpoint, metrics and a KME's port),
+    # never a wildcard.
     for name, host in run.hosts.items():
         if name != CLIENT:
-            assert listening(host) == {f"{host.address}:{PORT}", f"{host.address}:{METRICS_PORT}"}
+            ports = [PORT, METRICS_PORT] + ([KME_PORT] if name in KME_NODES else [])
+            assert listening(host) == {f"{host.address}:{port}" for port in ports}, name
     metrics = run.client("metrics", process="bob")
     assert metrics["url"] == f"http://{run.hosts['bob'].address}:{METRICS_PORT}/metrics"
     assert "qnemu_process_info{" in metrics["text"] and 'name="bob"' in metrics["text"]
@@ -344,6 +406,37 @@ def test_pairs_flow_between_namespaces(run):
         assert pair["outcomes"][0] == pair["outcomes"][1]  # Φ+ measured in Z on both sides
     delivered = run.metric("alice", "qnemu_pairs_delivered_total", peer="bob", type="measure")
     assert delivered >= PAIRS
+
+
+def test_keys_flow_between_kmes_in_namespaces(run):
+    """BBM92 between bob and carol; an SAE at each end gets the same keys from its KME."""
+    result = run.client(
+        "keys",
+        wall_timeout_s=KEYS_WAIT_S + 15,
+        src="bob",
+        dst="carol",
+        number=2,
+        wait_s=KEYS_WAIT_S,
+    )
+    assert len(result["pairs"]) == 2
+    for key_id, master_key, slave_key in result["pairs"]:
+        assert master_key and master_key == slave_key, key_id
+    stored = run.metric("carol", "qnemu_qkd_secret_key_bits_total", peer="bob")
+    assert stored > 0
+    # The key store lives in the node's own state folder, not in the run directory.
+    assert key_store_path(run.state_dir("bob"), "bob").is_file()
+    assert not key_store_path(run.run_dir, "bob").exists()
+
+
+def test_health_check_proves_itself_with_the_process_own_key(run):
+    """As in a container: only the process's own secret is at hand, no client key."""
+    for name in ("broker", "bob"):
+        command = [sys.executable, "-m", "qnemu.launch.health", name]
+        command += ["--run-dir", str(run.run_dir), "--secrets-dir", str(run.secrets_dir(name))]
+        done = subprocess.run(
+            run.hosts[name].command(*command), capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
 
 
 def test_netem_delay_on_one_link_raises_wall_latency(run):
