@@ -32,6 +32,7 @@ from qnemu.topology import Topology
 __all__ = ["LaunchError", "Launcher", "stop_run"]
 
 READY_TIMEOUT_S = 60.0
+READY_S_PER_PROCESS = 0.5
 STOP_GRACE_S = 5.0
 
 
@@ -100,7 +101,9 @@ class Launcher:
             if (code := process.poll()) is not None
         }
 
-    async def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+    async def wait_ready(self, timeout_s: float | None = None) -> None:
+        if timeout_s is None:  # every process imports and starts on the machine's few cores
+            timeout_s = READY_TIMEOUT_S + READY_S_PER_PROCESS * len(self.plan.processes)
         deadline = time.monotonic() + timeout_s
         waiting = {process.name for process in self.plan.processes}
         async with QnemuClient(self.run_dir, name=f"launcher-{os.getpid()}") as client:
@@ -118,12 +121,15 @@ class Launcher:
                     raise LaunchError(
                         f"not ready after {timeout_s} s: {', '.join(sorted(waiting))}"
                     )
-                for name in sorted(waiting):
-                    try:
-                        reply = await client.ping(name, timeout_s=0.2)
-                    except Exception:  # not listening yet: its queued ping is ignored later
-                        continue
-                    if reply.ready:
+                # All at once: one by one, a large network's silent processes would each
+                # cost a whole ping timeout per round.
+                names = sorted(waiting)
+                replies = await asyncio.gather(
+                    *(client.ping(name, timeout_s=0.5) for name in names), return_exceptions=True
+                )
+                for name, reply in zip(names, replies, strict=True):
+                    # An exception: not listening yet; its queued ping is ignored later.
+                    if not isinstance(reply, BaseException) and reply.ready:
                         waiting.discard(name)
         self.write_status("running")
 

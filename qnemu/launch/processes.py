@@ -10,8 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from qnemu.broker.server import BrokerService
-from qnemu.broker.store import StateStore
 from qnemu.launch.plan import (
     BROKER_NAME,
     RunPlan,
@@ -21,18 +19,21 @@ from qnemu.launch.plan import (
     process_seed,
     with_layout,
 )
-from qnemu.node import apps, mqtt, qkd
-from qnemu.node.routing import Routing
-from qnemu.node.service import Neighbour, NodeService
-from qnemu.physics.purification import bell_diagonal_coefficients
 from qnemu.runtime import EmulatedClock, Service, ServiceAddress
 from qnemu.runtime.curve import process_identity
-from qnemu.station.station import MemoryParameters, StationService
 
-__all__ = ["NODE_EXTENSIONS", "build_service", "serve"]
+# Each role imports only what it runs (inside build_service): a station or the broker
+# that imported the node's KME, MQTT and routing libraries would carry ~30 MB it never
+# uses, in every one of a large network's processes.
 
-# Builders of node extensions: (node, topology, plan) -> NodeExtension | None.
-NODE_EXTENSIONS: list = [apps.extension, qkd.extension, mqtt.extension]
+__all__ = ["build_service", "node_extensions", "serve"]
+
+
+def node_extensions() -> list:
+    """Builders of node extensions: (node, topology, plan) -> NodeExtension | None."""
+    from qnemu.node import apps, mqtt, qkd
+
+    return [apps.extension, qkd.extension, mqtt.extension]
 
 
 def build_service(plan: RunPlan, name: str, run_dir: Path | None = None) -> Service:
@@ -47,11 +48,16 @@ def build_service(plan: RunPlan, name: str, run_dir: Path | None = None) -> Serv
     seed = process_seed(plan.seed, name)
     common = {"network": plan.network, "curve": _curve_identity(plan, run_dir, name, topology)}
     if me.role == "broker":
+        from qnemu.broker.server import BrokerService
+        from qnemu.broker.store import StateStore
+
         stations = {station for station, _ in topology.stations()}
         return BrokerService(
             name, address, clock, store=StateStore(seed=seed), pair_creators=stations, **common
         )
     if me.role == "station":
+        from qnemu.station.station import MemoryParameters, StationService
+
         link = next(link for station, link in topology.stations() if station == name)
         arms = arm_lengths_km(link)
         memories = {
@@ -74,6 +80,9 @@ def build_service(plan: RunPlan, name: str, run_dir: Path | None = None) -> Serv
             delays_s={node: delay_s(arm) for node, arm in zip(link.nodes, arms, strict=True)},
             **common,
         )
+    from qnemu.node.routing import Routing
+    from qnemu.node.service import Neighbour, NodeService
+
     neighbours: dict[str, Neighbour] = {}
     peers = {BROKER_NAME: endpoints[BROKER_NAME]}
     delays: dict[str, float] = {}
@@ -120,7 +129,7 @@ def build_service(plan: RunPlan, name: str, run_dir: Path | None = None) -> Serv
         **common,
     )
     node.run_dir = run_dir
-    for build in NODE_EXTENSIONS:  # each decides from the topology whether this node needs it
+    for build in node_extensions():  # each decides from the topology whether this node needs it
         extension = build(node, topology, plan)
         if extension is not None:
             node.add_extension(extension)
@@ -155,6 +164,8 @@ def _curve_identity(plan: RunPlan, run_dir: Path | None, name: str, topology) ->
 def phi_plus_coefficients(physics) -> tuple[float, float, float, float]:
     """Bell-diagonal weights of the link's pair after the frame update to Φ+ (averaged
     over the Bell states it heralds): what purification starts from."""
+    from qnemu.physics.purification import bell_diagonal_coefficients
+
     weights = []
     for state in physics.herald_bell_states:
         frame = np.kron(np.eye(2), _PAULI_FRAME[int(state)])
