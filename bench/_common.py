@@ -138,12 +138,20 @@ class Network:
 
 
 def rss_mb(pid: int) -> dict[str, float]:
-    """Resident set size now and at its peak, in MB (from /proc/<pid>/status)."""
+    """Resident set size now and at its peak, and the proportional set size (PSS: shared
+    library pages divided among the processes sharing them, which is what a machine full
+    of qnemu processes pays for each), in MB, from /proc/<pid>/status and smaps_rollup."""
     figures = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
             figures[{"VmRSS": "rss_mb", "VmHWM": "peak_rss_mb"}[key]] = int(value.split()[0]) / 1024
+    rollup = Path(f"/proc/{pid}/smaps_rollup")
+    if rollup.is_file():
+        for line in rollup.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == "Pss":
+                figures["pss_mb"] = int(value.split()[0]) / 1024
     return figures
 
 

@@ -78,8 +78,10 @@ def measure(spec: str, repeat: int) -> dict:
             runs.append(start_once(topology_file, Path(temp) / f"run-{index}"))
     last = runs[-1]["processes"]
     by_role: dict[str, list[float]] = {}
+    pss_by_role: dict[str, list[float]] = {}
     for figures in last.values():
         by_role.setdefault(figures["role"], []).append(figures["rss_mb"])
+        pss_by_role.setdefault(figures["role"], []).append(figures.get("pss_mb", float("nan")))
     walls = [run["wall_s"] for run in runs]
     return {
         "topology": spec,
@@ -89,6 +91,8 @@ def measure(spec: str, repeat: int) -> dict:
         "wall_s_median": statistics.median(walls),
         "wall_s_max": max(walls),
         "rss_mb_total": sum(sum(values) for values in by_role.values()),
+        "pss_mb_total": sum(sum(values) for values in pss_by_role.values()),
+        "pss_mb_by_role": {role: statistics.fmean(v) for role, v in sorted(pss_by_role.items())},
         "rss_mb_by_role": {
             role: {"count": len(v), "mean": statistics.fmean(v), "max": max(v)}
             for role, v in sorted(by_role.items())
@@ -114,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"starting {spec} ...", flush=True)
         sizes.append(measure(spec, repeat))
     print_table(
-        f"`qnemu up --detach`, {repeat} start(s) each; RSS when ready",
+        f"`qnemu up --detach`, {repeat} start(s) each; memory when ready (means per role)",
         [
-            *("topology", "processes", "wall s (median)", "wall s (max)", "RSS total MB"),
-            *("node MB mean", "node MB max", "station MB", "broker MB"),
+            *("topology", "processes", "wall s (median)", "wall s (max)", "PSS total MB"),
+            *("node RSS MB", "node PSS MB", "station RSS MB", "station PSS MB", "broker RSS MB"),
         ],
         [
             [
@@ -125,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
                 size["processes"],
                 size["wall_s_median"],
                 size["wall_s_max"],
-                size["rss_mb_total"],
+                size["pss_mb_total"],
                 size["rss_mb_by_role"]["node"]["mean"],
-                size["rss_mb_by_role"]["node"]["max"],
+                size["pss_mb_by_role"]["node"],
                 size["rss_mb_by_role"].get("station", {"mean": 0.0})["mean"],
+                size["pss_mb_by_role"].get("station", 0.0),
                 size["rss_mb_by_role"]["broker"]["mean"],
             ]
             for size in sizes

@@ -71,11 +71,20 @@ class TimedTransport:
         self.calls = calls
 
     async def call(self, body: Any, *, timeout_s: float | None = None) -> Any:
+        return await (await self.submit(body, timeout_s=timeout_s))
+
+    async def submit(self, body: Any, *, timeout_s: float | None = None) -> Any:
+        """Timed from the send to the reply (a subroutine sent ahead counts while in flight)."""
         started = time.perf_counter()
-        try:
-            return await self.inner.call(body, timeout_s=timeout_s)
-        finally:
-            self.calls[type(body).__name__].append(time.perf_counter() - started)
+        reply = await self.inner.submit(body, timeout_s=timeout_s)
+
+        async def timed() -> Any:
+            try:
+                return await reply
+            finally:
+                self.calls[type(body).__name__].append(time.perf_counter() - started)
+
+        return asyncio.get_running_loop().create_task(timed())
 
 
 class Timeline:

@@ -6,12 +6,20 @@
         await q.H()
         (e,) = await epr.create_keep(1)
 
-Every operation is one request to the node (which asks the broker); handles, never
-amplitudes, except through the emulator-only oracle `state()`.
+Handles, never amplitudes, except through the emulator-only oracle `state()`.
+
+As with netqasm's subroutines, local operations are not sent one by one: gates and
+frees are collected and go to the node as one `app_subroutine_request` (one broker
+batch) with the next measurement, or just before the next request of any other kind
+(pipelined, without waiting for its reply). `await q.H()` therefore returns at once;
+a gate the node refuses raises at the app's next request that waits for a reply, or at
+`await node.flush()`, which the runner also does when `main` returns.
 """
 
+import asyncio
 import json
 import math
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,13 +29,12 @@ from qnemu.wire.app import (
     AppAllocRequest,
     AppEprCreateRequest,
     AppEprRecvRequest,
-    AppFreeRequest,
-    AppGateRequest,
-    AppMeasureRequest,
+    AppOp,
     AppPair,
     AppRecvRequest,
     AppSendRequest,
     AppStateRequest,
+    AppSubroutineRequest,
 )
 
 __all__ = [
@@ -55,9 +62,13 @@ class AppError(Exception):
 
 
 class Transport(Protocol):
-    """One request to the app's node, one reply body (raises AppError on an error reply)."""
+    """Requests to the app's node (an error reply raises AppError)."""
 
-    async def call(self, body: Any, *, timeout_s: float | None = None) -> Any: ...
+    async def call(self, body: Any, *, timeout_s: float | None = None) -> Any:
+        """Send one request and wait for its reply body."""
+
+    async def submit(self, body: Any, *, timeout_s: float | None = None) -> Awaitable[Any]:
+        """Send one request now; the reply body (or AppError) when the result is awaited."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +111,62 @@ class NodeHandle:
         self.name = name
         self.memory_qubits = memory_qubits
         self._transport = transport
+        self._deferred: list[AppOp] = []  # gates and frees not sent yet
+        self._in_flight: list[Awaitable[Any]] = []  # subroutines sent, replies not read
+
+    def _defer(self, op: AppOp) -> None:
+        self._deferred.append(op)
+
+    async def _send_deferred(self, last: AppOp | None = None) -> Awaitable[Any] | None:
+        """Send the deferred ops (and `last`) as one subroutine, not waiting for the reply."""
+        ops = [*self._deferred, *([last] if last is not None else [])]
+        self._deferred = []
+        if not ops:
+            return None
+        reply = await self._transport.submit(AppSubroutineRequest(ops))
+        self._in_flight.append(reply)
+        return reply
+
+    async def _settle(self) -> None:
+        """Read the replies of the subroutines sent so far: the first refusal raises."""
+        in_flight, self._in_flight = self._in_flight, []
+        errors = []
+        for reply in in_flight:
+            try:
+                await reply
+            except AppError as error:
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+    async def flush(self) -> None:
+        """Run every deferred operation now and raise if the node refused one."""
+        await self._send_deferred()
+        await self._settle()
 
     async def _call(self, body: Any, *, timeout_s: float | None = None) -> Any:
-        return await self._transport.call(body, timeout_s=timeout_s)
+        """One request after the deferred ops, which go first (pipelined: same order at
+        the node, one round trip)."""
+        await self._send_deferred()
+        reply = await self._transport.submit(body, timeout_s=timeout_s)
+        try:
+            await self._settle()
+        except AppError:
+            _abandon(reply)  # it ran, but the refusal before it is what the app hears of
+            raise
+        return await reply
+
+    async def _run(self, op: AppOp) -> Any:
+        """The deferred ops and `op` as one subroutine; its reply."""
+        reply = await self._send_deferred(op)
+        assert reply is not None
+        self._in_flight.remove(reply)
+        try:
+            await self._settle()
+        except AppError:
+            _abandon(reply)
+            raise
+        return await reply
 
     async def qubit(self) -> "Qubit":
         """A fresh qubit in |0⟩ in this node's memory (NORES when the memory is full)."""
@@ -148,7 +212,7 @@ class Qubit:
     async def _gate(self, gate: str, *others: "Qubit", angle: float | None = None) -> None:
         self._check(*others)
         handles = [self.handle, *(q.handle for q in others)]
-        await self.node._call(AppGateRequest(gate, handles, angle))
+        self.node._defer(AppOp("gate", handles, gate=gate, angle=angle))
 
     async def X(self) -> None:
         await self._gate("X")
@@ -192,13 +256,13 @@ class Qubit:
         self._check()
         if not inplace:
             self.active = False
-        reply = await self.node._call(AppMeasureRequest(self.handle, basis, inplace))
-        return reply.outcome
+        reply = await self.node._run(AppOp("measure", [self.handle], basis=basis, inplace=inplace))
+        return reply.outcomes[-1]
 
     async def free(self) -> None:
         self._check()
         self.active = False
-        await self.node._call(AppFreeRequest([self.handle]))
+        self.node._defer(AppOp("free", [self.handle]))
 
     async def state(self) -> np.ndarray:
         """Emulator only: this qubit's reduced density matrix (2×2)."""
@@ -277,6 +341,12 @@ class Socket:
         request = AppRecvRequest(self.remote_node_id)
         reply = await self.node._call(request, timeout_s=timeout_s or WAIT_FOREVER_S)
         return json.loads(reply.payload)
+
+
+def _abandon(reply: Awaitable[Any]) -> None:
+    """Stop waiting for a reply nobody will read."""
+    if isinstance(reply, asyncio.Future):
+        reply.cancel()
 
 
 def _plain(value: Any) -> Any:

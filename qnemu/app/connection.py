@@ -4,6 +4,7 @@ of one app can be in flight at once (`asyncio.gather` over qubits) without polli
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from typing import Any
 
 import zmq
@@ -45,6 +46,11 @@ class NodeConnection:
 
     async def call(self, body: Any, *, timeout_s: float | None = None) -> Any:
         """Send one request and wait for its reply body; an error_reply raises AppError."""
+        return await (await self.submit(body, timeout_s=timeout_s))
+
+    async def submit(self, body: Any, *, timeout_s: float | None = None) -> Awaitable[Any]:
+        """Send one request now; what it returns awaits the reply (as `call` does). Requests
+        submitted one after another reach the node in that order."""
         if self._reader is None:
             self._reader = asyncio.get_running_loop().create_task(self._read())
         msg_id = new_msg_id()
@@ -53,11 +59,17 @@ class NodeConnection:
         try:
             data = encode(body, sender=self.name, sent_at=self.clock.now(), msg_id=msg_id)
             await self._socket.send(data)
-            timeout_s = timeout_s or REQUEST_TIMEOUT_S
-            try:
-                reply = await asyncio.wait_for(future, timeout_s)
-            except TimeoutError:
-                raise TimeoutError(f"{self.node} did not answer within {timeout_s:g} s") from None
+        except BaseException:
+            self._pending.pop(msg_id, None)
+            raise
+        reply = self._reply(msg_id, future, timeout_s or REQUEST_TIMEOUT_S)
+        return asyncio.get_running_loop().create_task(reply)
+
+    async def _reply(self, msg_id: str, future: asyncio.Future, timeout_s: float) -> Any:
+        try:
+            reply = await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise TimeoutError(f"{self.node} did not answer within {timeout_s:g} s") from None
         finally:
             self._pending.pop(msg_id, None)
         if isinstance(reply, ErrorReply):

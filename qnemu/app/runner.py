@@ -196,7 +196,9 @@ async def _run_mains(
 
     async def one(app: App) -> None:
         try:
-            results[app.node] = await app.main(handles[app.node], **call_kwargs(app.main, args))
+            node = handles[app.node]
+            results[app.node] = await app.main(node, **call_kwargs(app.main, args))
+            await node.flush()  # what main left deferred runs, and its refusals count
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
             failures.append(AppFailed(app.node, app.path, message, app_traceback(error)))

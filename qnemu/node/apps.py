@@ -14,10 +14,12 @@ pairs nobody has claimed; an app decides for itself how long to keep what it own
 """
 
 import asyncio
+import inspect
 import json
 import logging
 import math
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -42,12 +44,15 @@ from qnemu.wire.app import (
     AppMeasureReply,
     AppMeasureRequest,
     AppMessage,
+    AppOp,
     AppPair,
     AppRecvReply,
     AppRecvRequest,
     AppSendRequest,
     AppStateReply,
     AppStateRequest,
+    AppSubroutineReply,
+    AppSubroutineRequest,
 )
 from qnemu.wire.broker import AllocOp, FreeOp, GateOp, MeasureOp, ReducedStateOp
 from qnemu.wire.common import ErrorReply
@@ -68,6 +73,18 @@ log = logging.getLogger(__name__)
 SINGLE_QUBIT_GATES = frozenset({"X", "Y", "Z", "H", "S", "T", "RX", "RY", "RZ"})
 TWO_QUBIT_GATES = frozenset({"CNOT", "CZ"})
 ROTATIONS = frozenset({"RX", "RY", "RZ"})
+LOCAL_OPS = frozenset(
+    {
+        AppSubroutineRequest.msg_type,
+        AppGateRequest.msg_type,
+        AppMeasureRequest.msg_type,
+        AppFreeRequest.msg_type,
+    }
+)
+# Requests with effects beyond the app's own qubits: they wait for the local ops before.
+AFTER_LOCAL_OPS = frozenset(
+    {AppSendRequest.msg_type, AppEprCreateRequest.msg_type, AppEprRecvRequest.msg_type}
+)
 BASES = ("Z", "X", "Y")
 
 # The local gates on the receiving half that turn each Bell state into Φ+:
@@ -96,6 +113,15 @@ def extension(node: "NodeService", topology, plan) -> "NodeApps":
     return NodeApps(node)
 
 
+class _Refused(Exception):
+    """An app op the node will not run: `code` and `message` go back in an error reply."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
 @dataclass
 class _EprWaiter:
     origin: Origin
@@ -110,6 +136,10 @@ class _Session:
     app: str
     identity: bytes | None
     owned: set[int] = field(default_factory=set)
+    # Local operations (gates, measurements, frees) still at the broker. What the app
+    # asks after them that others can see (a message, a pair) waits for them: the app
+    # pipelines its requests, and a message must not overtake the gates before it.
+    running_ops: list[asyncio.Future] = field(default_factory=list)
 
 
 class NodeApps:
@@ -129,6 +159,7 @@ class NodeApps:
             AppGateRequest.msg_type: self._on_gate,
             AppMeasureRequest.msg_type: self._on_measure,
             AppFreeRequest.msg_type: self._on_free,
+            AppSubroutineRequest.msg_type: self._on_subroutine,
             AppStateRequest.msg_type: self._on_state,
             AppSendRequest.msg_type: self._on_send,
             AppRecvRequest.msg_type: self._on_recv,
@@ -158,9 +189,34 @@ class NodeApps:
                 message = f"no app of {envelope.header.sender!r} is attached to {self.node.name}"
                 self._error(origin, envelope, "not_attached", message)
                 return None
+            if envelope.body.msg_type in LOCAL_OPS:
+                return self._tracked(session, handler(envelope, origin, session))
+            running = [op for op in session.running_ops if not op.done()]
+            session.running_ops = running
+            if running and envelope.body.msg_type in AFTER_LOCAL_OPS:
+                return self._after(running, handler, envelope, origin, session)
             return handler(envelope, origin, session)
 
         return checked
+
+    def _tracked(self, session: _Session, run: Awaitable[None]) -> Awaitable[None]:
+        """Register local ops as running now (in message order), done when `run` is."""
+        done = asyncio.get_running_loop().create_future()
+        session.running_ops.append(done)
+
+        async def tracked() -> None:
+            try:
+                await run
+            finally:
+                done.set_result(None)
+
+        return tracked()
+
+    async def _after(self, running, handler, envelope: Envelope, origin: Origin, session) -> None:
+        await asyncio.gather(*running)
+        result = handler(envelope, origin, session)
+        if inspect.isawaitable(result):
+            await result
 
     async def _on_attach(self, envelope: Envelope, origin: Origin) -> None:
         freed = await self._end_session()
@@ -236,62 +292,110 @@ class NodeApps:
 
     async def _on_gate(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
         request: AppGateRequest = envelope.body
-        gate = request.gate.upper()
-        if gate in SINGLE_QUBIT_GATES:
-            arity, noise = 1, self.node.hardware.single_qubit_gate_depolar_prob
-        elif gate in TWO_QUBIT_GATES:
-            arity, noise = 2, self.node.hardware.two_qubit_gate_depolar_prob
-        else:
-            known = ", ".join(sorted(SINGLE_QUBIT_GATES | TWO_QUBIT_GATES))
-            self._error(origin, envelope, "bad_gate", f"unknown gate {request.gate!r} ({known})")
-            return
-        if len(request.qubits) != arity or len(set(request.qubits)) != arity:
-            message = f"{gate} acts on {arity} distinct qubit(s), got {request.qubits}"
-            self._error(origin, envelope, "bad_gate", message)
-            return
-        if (gate in ROTATIONS) != (request.angle is not None):
-            message = f"{gate} {'needs' if gate in ROTATIONS else 'takes no'} angle"
-            self._error(origin, envelope, "bad_gate", message)
-            return
-        unknown = self._unknown(session, request.qubits)
-        if unknown:
-            self._error(origin, envelope, "unknown_qubit", self._not_held(unknown))
-            return
-        op = GateOp(gate, list(request.qubits), angle=request.angle, depolar_prob=noise)
-        await self.node.broker_ops([op])
-        self._done(origin, envelope)
-
-    def _not_held(self, qubits: list[int]) -> str:
-        return f"the app on {self.node.name} holds no qubit {', '.join(map(str, qubits))}"
+        op = AppOp("gate", list(request.qubits), gate=request.gate, angle=request.angle)
+        await self._run_ops(envelope, origin, session, [op], lambda _: AppDoneReply())
 
     async def _on_measure(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
         request: AppMeasureRequest = envelope.body
-        if request.basis not in BASES:
-            message = f"basis must be Z, X or Y, got {request.basis!r}"
-            self._error(origin, envelope, "bad_basis", message)
-            return
-        if self._unknown(session, [request.qubit]):
-            self._error(origin, envelope, "unknown_qubit", self._not_held([request.qubit]))
-            return
-        readout = tuple(self.node.hardware.readout_error)
-        op = MeasureOp(
-            request.qubit, request.basis, readout_error=readout, free=not request.inplace
-        )
-        if not request.inplace:
-            session.owned.discard(request.qubit)
-            self.node.forget_qubits([request.qubit])
-        (outcome,) = await self.node.broker_ops([op])
-        self.node.reply(origin, AppMeasureReply(int(outcome)), parent_id=envelope.header.msg_id)
+        op = AppOp("measure", [request.qubit], basis=request.basis, inplace=request.inplace)
+        reply = lambda outcomes: AppMeasureReply(outcomes[0])  # noqa: E731
+        await self._run_ops(envelope, origin, session, [op], reply)
 
     async def _on_free(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
-        qubits = list(envelope.body.qubits)
-        unknown = self._unknown(session, qubits)
-        if unknown:
-            self._error(origin, envelope, "unknown_qubit", self._not_held(unknown))
+        op = AppOp("free", list(envelope.body.qubits))
+        await self._run_ops(envelope, origin, session, [op], lambda _: AppDoneReply())
+
+    async def _on_subroutine(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
+        ops = list(envelope.body.ops)
+        await self._run_ops(envelope, origin, session, ops, AppSubroutineReply)
+
+    async def _run_ops(
+        self,
+        envelope: Envelope,
+        origin: Origin,
+        session: _Session,
+        ops: list[AppOp],
+        reply_of: Callable[[list[int]], Any],
+    ) -> None:
+        """Check every op against what the app holds, then run them as one broker batch.
+
+        The broker request goes out before this coroutine first waits, so requests the
+        app pipelines reach the broker in the order the app sent them."""
+        holding = {q for q in session.owned if q in self.node.memory.held}
+        try:
+            batch = [
+                broker_op
+                for index, op in enumerate(ops)
+                for broker_op in self._broker_ops(op, holding, index, len(ops))
+            ]
+        except _Refused as refused:
+            self._error(origin, envelope, refused.code, refused.message)
             return
-        session.owned.difference_update(qubits)
-        await self.node.release_qubits(qubits)
-        self._done(origin, envelope)
+        consumed = [
+            op.qubit
+            for op in batch
+            if isinstance(op, FreeOp) or (isinstance(op, MeasureOp) and op.free)
+        ]
+        session.owned.difference_update(consumed)
+        self.node.forget_qubits(consumed)
+        try:
+            results = await self.node.broker_ops(batch)
+        except RuntimeError as error:
+            self._error(origin, envelope, "broker_refused", str(error))
+            return
+        outcomes = [
+            int(result)
+            for op, result in zip(batch, results, strict=True)
+            if isinstance(op, MeasureOp)
+        ]
+        self.node.reply(origin, reply_of(outcomes), parent_id=envelope.header.msg_id)
+
+    def _broker_ops(
+        self, op: AppOp, holding: set[int], index: int, count: int
+    ) -> list[GateOp | MeasureOp | FreeOp]:
+        """The broker operations for one app op; `holding` loses what it measures or frees.
+        Raises _Refused naming the op (by index, in a subroutine of several)."""
+        where = f"op {index}: " if count > 1 else ""
+        unknown = [q for q in op.qubits if q not in holding]
+        if op.kind == "gate":
+            gate = (op.gate or "").upper()
+            if gate in SINGLE_QUBIT_GATES:
+                arity, noise = 1, self.node.hardware.single_qubit_gate_depolar_prob
+            elif gate in TWO_QUBIT_GATES:
+                arity, noise = 2, self.node.hardware.two_qubit_gate_depolar_prob
+            else:
+                known = ", ".join(sorted(SINGLE_QUBIT_GATES | TWO_QUBIT_GATES))
+                raise _Refused("bad_gate", f"{where}unknown gate {op.gate!r} ({known})")
+            if len(op.qubits) != arity or len(set(op.qubits)) != arity:
+                message = f"{where}{gate} acts on {arity} distinct qubit(s), got {op.qubits}"
+                raise _Refused("bad_gate", message)
+            if (gate in ROTATIONS) != (op.angle is not None):
+                message = f"{where}{gate} {'needs' if gate in ROTATIONS else 'takes no'} angle"
+                raise _Refused("bad_gate", message)
+            if unknown:
+                raise _Refused("unknown_qubit", where + self._not_held(unknown))
+            return [GateOp(gate, list(op.qubits), angle=op.angle, depolar_prob=noise)]
+        if op.kind == "measure":
+            if op.basis not in BASES:
+                message = f"{where}basis must be Z, X or Y, got {op.basis!r}"
+                raise _Refused("bad_basis", message)
+            if len(op.qubits) != 1:
+                raise _Refused("bad_qubits", f"{where}measure takes one qubit, got {op.qubits}")
+            if unknown:
+                raise _Refused("unknown_qubit", where + self._not_held(unknown))
+            readout = tuple(self.node.hardware.readout_error)
+            if not op.inplace:
+                holding.discard(op.qubits[0])
+            return [MeasureOp(op.qubits[0], op.basis, readout_error=readout, free=not op.inplace)]
+        if op.kind == "free":
+            if unknown or len(set(op.qubits)) != len(op.qubits):
+                raise _Refused("unknown_qubit", where + self._not_held(unknown or op.qubits))
+            holding.difference_update(op.qubits)
+            return [FreeOp(qubit) for qubit in op.qubits]
+        raise _Refused("bad_op", f"{where}kind must be gate, measure or free, got {op.kind!r}")
+
+    def _not_held(self, qubits: list[int]) -> str:
+        return f"the app on {self.node.name} holds no qubit {', '.join(map(str, qubits))}"
 
     async def _on_state(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
         qubits = list(envelope.body.qubits)

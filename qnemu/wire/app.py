@@ -29,12 +29,15 @@ __all__ = [
     "AppMeasureReply",
     "AppMeasureRequest",
     "AppMessage",
+    "AppOp",
     "AppPair",
     "AppRecvReply",
     "AppRecvRequest",
     "AppSendRequest",
     "AppStateReply",
     "AppStateRequest",
+    "AppSubroutineReply",
+    "AppSubroutineRequest",
 ]
 
 
@@ -112,6 +115,36 @@ class AppMeasureReply:
 @dataclass(frozen=True, slots=True)
 class AppFreeRequest:
     qubits: list[Int]
+
+
+@nested
+@dataclass(frozen=True, slots=True)
+class AppOp:
+    """One operation of a subroutine: `gate` (gate, qubits, angle as in app_gate_request),
+    `measure` (qubits = [qubit], basis, inplace) or `free` (qubits)."""
+
+    kind: Str
+    qubits: list[Int]
+    gate: Str | None = None
+    angle: Float | None = None
+    basis: Str | None = None
+    inplace: Bool = False
+
+
+@message("app_subroutine_request")
+@dataclass(frozen=True, slots=True)
+class AppSubroutineRequest:
+    """Local operations run in order as one broker batch (netqasm's subroutine): the app
+    defers gates and frees and sends them with the next measurement, or before anything
+    else it asks. Checked whole before any runs: one bad op refuses them all."""
+
+    ops: list[AppOp]
+
+
+@message("app_subroutine_reply")
+@dataclass(frozen=True, slots=True)
+class AppSubroutineReply:
+    outcomes: list[Int]  # one per measure op, in order
 
 
 @message("app_state_request")

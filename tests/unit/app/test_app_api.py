@@ -1,5 +1,6 @@
 """The app-side API against a fake node: which requests it sends, what it makes of replies."""
 
+import asyncio
 import json
 import math
 
@@ -14,8 +15,6 @@ from qnemu.wire.app import (
     AppEprCreateRequest,
     AppEprRecvRequest,
     AppEprReply,
-    AppFreeRequest,
-    AppGateRequest,
     AppMeasureReply,
     AppMeasureRequest,
     AppPair,
@@ -24,6 +23,8 @@ from qnemu.wire.app import (
     AppSendRequest,
     AppStateReply,
     AppStateRequest,
+    AppSubroutineReply,
+    AppSubroutineRequest,
 )
 
 
@@ -36,9 +37,32 @@ class FakeNode:
         self.inbox: list[str] = []
         self.pairs: list[AppPair] = []
         self.state: np.ndarray = np.eye(2) / 2
+        self.refuse_gate: str | None = None
+
+    def ops(self, kind: str) -> list:
+        return [
+            op
+            for body in self.requests
+            if isinstance(body, AppSubroutineRequest)
+            for op in body.ops
+            if op.kind == kind
+        ]
+
+    async def submit(self, body, *, timeout_s=None):
+        future = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(await self.call(body))
+        except AppError as error:
+            future.set_exception(error)
+        return future
 
     async def call(self, body, *, timeout_s=None):
         self.requests.append(body)
+        if isinstance(body, AppSubroutineRequest):
+            refused = [op for op in body.ops if op.gate and op.gate == self.refuse_gate]
+            if refused:
+                raise AppError("bad_gate", f"no {self.refuse_gate}")
+            return AppSubroutineReply([1 for op in body.ops if op.kind == "measure"])
         if isinstance(body, AppAllocRequest):
             self.next_qubit += 1
             return AppAllocReply(self.next_qubit)
@@ -70,7 +94,8 @@ async def test_gates_become_named_gate_requests_on_handles(node, fake):
     await q.cnot(r)
     await r.cphase(q)
     await q.rot_z(0.3)
-    gates = [(b.gate, b.qubits, b.angle) for b in fake.requests if isinstance(b, AppGateRequest)]
+    await node.flush()
+    gates = [(op.gate, op.qubits, op.angle) for op in fake.ops("gate")]
     assert gates == [
         ("H", [101], None),
         ("X", [101], None),
@@ -84,7 +109,8 @@ async def test_rotations_take_netqasm_n_and_d(node, fake):
     q = await node.qubit()
     await q.rot_x(n=3, d=2)  # 3π/4
     await q.rot_y(angle=-1.5)
-    angles = [b.angle for b in fake.requests if isinstance(b, AppGateRequest)]
+    await node.flush()
+    angles = [op.angle for op in fake.ops("gate")]
     assert angles == pytest.approx([3 * math.pi / 4, -1.5], abs=1e-15)
 
 
@@ -96,9 +122,10 @@ async def test_a_measured_qubit_refuses_further_use_without_asking_the_node(node
         await q.H()
     with pytest.raises(AppError, match="released"):
         await q.free()
+    await node.flush()
     assert len(fake.requests) == asked
-    measure = fake.requests[-1]
-    assert (measure.qubit, measure.basis, measure.inplace) == (101, "X", False)
+    (measure,) = fake.ops("measure")
+    assert (measure.qubits, measure.basis, measure.inplace) == ([101], "X", False)
 
 
 async def test_inplace_measurement_keeps_the_qubit_and_free_releases_it(node, fake):
@@ -106,8 +133,46 @@ async def test_inplace_measurement_keeps_the_qubit_and_free_releases_it(node, fa
     await q.measure(inplace=True)
     await q.H()
     await q.free()
-    assert isinstance(fake.requests[-1], AppFreeRequest) and fake.requests[-1].qubits == [101]
+    await node.flush()
+    last = fake.requests[-1]
+    assert isinstance(last, AppSubroutineRequest)
+    assert [(op.kind, op.qubits) for op in last.ops] == [("gate", [101]), ("free", [101])]
     assert not q.active
+
+
+async def test_gates_and_frees_wait_for_the_next_measurement_and_go_with_it(node, fake):
+    q, r = await node.qubit(), await node.qubit()
+    asked = len(fake.requests)
+    await q.H()
+    await q.cnot(r)
+    await r.free()
+    assert len(fake.requests) == asked  # nothing sent yet
+    assert await q.measure() == 1
+    assert len(fake.requests) == asked + 1  # one request for all four
+    (subroutine,) = fake.requests[asked:]
+    assert [op.kind for op in subroutine.ops] == ["gate", "gate", "free", "measure"]
+
+
+async def test_deferred_ops_go_before_any_other_request(node, fake):
+    q = await node.qubit()
+    await q.X()
+    await node.socket("bob").send("after the gate")
+    kinds = [type(body).__name__ for body in fake.requests[-2:]]
+    assert kinds == ["AppSubroutineRequest", "AppSendRequest"]
+
+
+async def test_a_refused_deferred_gate_raises_at_the_next_request_or_flush(node, fake):
+    fake.refuse_gate = "T"
+    q = await node.qubit()
+    await q.T()  # deferred: no error yet
+    with pytest.raises(AppError, match="no T"):
+        await node.qubit()
+    await q.T()
+    with pytest.raises(AppError, match="no T"):
+        await node.flush()
+    await q.T()
+    with pytest.raises(AppError, match="no T"):
+        await q.measure()
 
 
 async def test_a_qubit_of_another_node_cannot_be_a_gate_partner(node, fake):
