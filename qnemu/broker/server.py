@@ -39,6 +39,10 @@ REQUEST_SECONDS_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 
 OP_SECONDS_BUCKETS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 1e-2)
 # Timing an op costs about as much as a small op: time one op in 16.
 LATENCY_SAMPLE_EVERY = 16
+# Emulated seconds a station may date a pair ahead of the request creating it, and for
+# how long after that date it may still discard the pair (it was never heralded).
+CREATE_AHEAD_MAX_S = 1.0
+DISCARD_WINDOW_S = 5.0
 
 
 def _matrix(real: list[float], imag: list[float], size: int) -> np.ndarray:
@@ -66,6 +70,9 @@ class BrokerService(Service):
         self.store = store or StateStore()
         # Who may create a pair for someone else: the heralding stations.
         self.pair_creators = set(pair_creators or ())
+        # Qubits a station created ahead of their success and may still discard: a herald
+        # it never sent names them to nobody else. qubit -> (station, until emulated s).
+        self._discardable: dict[int, tuple[str, float]] = {}
         self.handlers[OpsRequest.msg_type] = self._on_ops
         registry = self.registry
         self.operations = Counter(
@@ -181,6 +188,10 @@ class BrokerService(Service):
         return self.store.alloc(owner, now_s, t1_s=op.t1_s, t2_s=op.t2_s)
 
     def _free(self, op: FreeOp, owner: str, now_s: float) -> None:
+        creator, until_s = self._discardable.get(op.qubit, ("", 0.0))
+        if owner == creator and now_s <= until_s:  # a station's pair it never heralded
+            del self._discardable[op.qubit]
+            owner = self.store.owner_of(op.qubit)
         self.store.free(op.qubit, owner, now_s)
 
     def _gate(self, op: GateOp, owner: str, now_s: float) -> None:
@@ -217,11 +228,25 @@ class BrokerService(Service):
                 "bad_state", f"state must be 256 bytes (16 complex128), got {len(op.state)}"
             )
         state = np.frombuffer(op.state, dtype="<c16").reshape(4, 4)
-        # A heralded pair decoheres from its success time, which is earlier than the batch
-        # that carries it; never later than the request itself.
-        created_at = now_s if op.created_at is None else min(op.created_at, now_s)
+        # A heralded pair decoheres from its success time. A station may create it a little
+        # ahead of that time, so that its herald leaves on time (no broker round trip
+        # after the success); nobody else may date a pair in the future.
+        latest_s = now_s + (CREATE_AHEAD_MAX_S if owner in self.pair_creators else 0.0)
+        created_at = now_s if op.created_at is None else min(op.created_at, latest_s)
         qubits = self.store.create_pair(op.owners, state, created_at, t1_s=op.t1_s, t2_s=op.t2_s)
+        if owner in self.pair_creators and owner not in op.owners:
+            self._forget_expired_discardable(now_s)
+            for qubit in qubits:
+                self._discardable[qubit] = (owner, created_at + DISCARD_WINDOW_S)
         return list(qubits)
+
+    def _forget_expired_discardable(self, now_s: float) -> None:
+        """Oldest first (insertion order): stop at the first still discardable."""
+        while self._discardable:
+            qubit, (_, until_s) = next(iter(self._discardable.items()))
+            if until_s >= now_s:
+                return
+            del self._discardable[qubit]
 
     def _noise(self, op: NoiseOp, owner: str, now_s: float) -> None:
         self.store.apply_noise(op.channel, op.qubits, op.parameter, owner, now_s)

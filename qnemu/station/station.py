@@ -23,7 +23,7 @@ from qnemu.physics.bell import BellState
 from qnemu.physics.links import LinkPhysics
 from qnemu.runtime import EmulatedClock, Origin, Service, ServiceAddress
 from qnemu.wire import Envelope
-from qnemu.wire.broker import CreatePairOp, OpsReply, OpsRequest
+from qnemu.wire.broker import CreatePairOp, FreeOp, OpsReply, OpsRequest
 from qnemu.wire.common import ErrorReply
 from qnemu.wire.link import GenerateCancel, GenerateCredit, Herald, HeraldedPair
 
@@ -31,6 +31,10 @@ __all__ = ["MemoryParameters", "StationService"]
 
 log = logging.getLogger(__name__)
 MAX_PAIRS_PER_BATCH = 512
+# Emulated seconds before a success at which its pair is created at the broker (longer
+# than a broker round trip on a busy machine; shorter than the broker lets a pair be
+# dated ahead, `qnemu.broker.server.CREATE_AHEAD_MAX_S`).
+CREATE_AHEAD_S = 0.05
 CANCELLED_REMEMBERED = 10_000  # requests whose late credits are ignored
 
 
@@ -262,11 +266,14 @@ class StationService(Service):
                 self._link_free_at = max(self._link_free_at, self.clock.now())
                 self._sampled = None
                 continue
-            successes = await self._attempt_until_success(generation)
+            successes, ahead = await self._attempt_until_success(generation)
             key = (generation.initiator, generation.create_id)
             if self._generations.get(key) is not generation:
-                continue  # cancelled while we were attempting: those attempts were wasted
-            await self._deliver(generation, successes)
+                # Cancelled while we were attempting: those attempts were wasted.
+                if ahead is not None:
+                    self.spawn(self._discard(ahead))
+                continue
+            await self._deliver(generation, successes, ahead)
             if key in self._generations:  # it may have been cancelled meanwhile
                 self._generations.move_to_end(key)  # round robin: no request starves another
 
@@ -279,13 +286,26 @@ class StationService(Service):
         attempts = self.physics.sample_attempts(self.rng)
         return self._link_free_at + attempts * self.physics.attempt_period_s, attempts
 
-    async def _attempt_until_success(self, generation: _Generation) -> list[_Success]:
-        """Wait for the next success, and take every further one already due."""
+    async def _attempt_until_success(
+        self, generation: _Generation
+    ) -> tuple[list[_Success], asyncio.Task | None]:
+        """Wait for the next success, and take every further one already due.
+
+        A success still ahead has its pair created at the broker shortly before it (the
+        task returned), so that its herald leaves at the success, not a broker round trip
+        later: at metro distances that round trip is longer than the fibre."""
         budget = min(generation.ready(self.nodes), MAX_PAIRS_PER_BATCH)
         success_at, attempts = self._next_success()
-        await self.clock.sleep_until(success_at)
+        first = _Success(success_at, attempts, self.physics.sample_bell_state(self.rng))
+        ahead = None
+        if success_at > self.clock.now():
+            await self.clock.sleep_until(success_at - CREATE_AHEAD_S)
+            ahead = asyncio.ensure_future(
+                self.request(self.broker, OpsRequest([self._pair_op(first)]))
+            )
+            await self.clock.sleep_until(success_at)
         self._link_free_at = success_at
-        successes = [_Success(success_at, attempts, self.physics.sample_bell_state(self.rng))]
+        successes = [first]
         now = self.clock.now()
         while len(successes) < budget:
             next_at, attempts = self._next_success()
@@ -296,32 +316,56 @@ class StationService(Service):
             successes.append(
                 _Success(success_at, attempts, self.physics.sample_bell_state(self.rng))
             )
-        return successes
+        return successes, ahead
 
-    async def _deliver(self, generation: _Generation, successes: list[_Success]) -> None:
-        node_a, node_b = self.nodes
-        owners = (node_a, node_b)
-        memory_a, memory_b = self.memories[node_a], self.memories[node_b]
-        ops = []
-        for success in successes:
-            state = self._state_bytes[success.bell_state]
-            if self.eavesdrop_fraction and self.rng.random() < self.eavesdrop_fraction:
-                basis = "Z" if self.rng.random() < 0.5 else "X"
-                state = self._intercepted_bytes[(success.bell_state, basis)]
-            ops.append(
-                CreatePairOp(
-                    owners=owners,
-                    state=state,
-                    created_at=success.created_at,
-                    t1_s=(memory_a.t1_s, memory_b.t1_s),
-                    t2_s=(memory_a.t2_s, memory_b.t2_s),
-                )
-            )
-        reply = await self.request(self.broker, OpsRequest(ops))
+    def _pair_op(self, success: _Success) -> CreatePairOp:
+        memory_a, memory_b = (self.memories[node] for node in self.nodes)
+        state = self._state_bytes[success.bell_state]
+        if self.eavesdrop_fraction and self.rng.random() < self.eavesdrop_fraction:
+            basis = "Z" if self.rng.random() < 0.5 else "X"
+            state = self._intercepted_bytes[(success.bell_state, basis)]
+        return CreatePairOp(
+            owners=self.nodes,
+            state=state,
+            created_at=success.created_at,
+            t1_s=(memory_a.t1_s, memory_b.t1_s),
+            t2_s=(memory_a.t2_s, memory_b.t2_s),
+        )
+
+    def _created(self, reply: Envelope) -> list[list[int]] | None:
         body = reply.body
         if not isinstance(body, OpsReply) or body.error is not None:
             log.error("%s: broker refused pairs: %s", self.name, body)
-            return
+            return None
+        return list(body.results)
+
+    async def _discard(self, ahead: asyncio.Task) -> None:
+        """Free a pair created ahead for a success no request will get."""
+        created = self._created(await ahead)
+        if created:
+            ((qubit_a, qubit_b),) = created
+            await self.request(self.broker, OpsRequest([FreeOp(qubit_a), FreeOp(qubit_b)]))
+
+    async def _deliver(
+        self, generation: _Generation, successes: list[_Success], ahead: asyncio.Task | None
+    ) -> None:
+        node_a, node_b = self.nodes
+        created: list[list[int]] = []
+        rest = successes
+        if ahead is not None:  # the first success's pair, created before it
+            first = self._created(await ahead)
+            if first is None:
+                return
+            created, rest = first, successes[1:]
+        if rest:
+            more = self._created(
+                await self.request(self.broker, OpsRequest([self._pair_op(s) for s in rest]))
+            )
+            if more is None:
+                if ahead is not None:
+                    self.spawn(self._discard(ahead))
+                return
+            created += more
         for node in self.nodes:
             generation.credits[node] -= len(successes)
         attempts = sum(success.attempts for success in successes)
@@ -330,7 +374,7 @@ class StationService(Service):
         self.total_attempts += attempts
         self.total_pairs += len(successes)
         heralds: dict[str, list[HeraldedPair]] = {node_a: [], node_b: []}
-        for success, (qubit_a, qubit_b) in zip(successes, body.results, strict=True):
+        for success, (qubit_a, qubit_b) in zip(successes, created, strict=True):
             sequence_number = generation.next_sequence_number
             generation.next_sequence_number += 1
             common = dict(
