@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/repeater_chain.py
 	$(BIN)/python bench/teleport.py
 	$(BIN)/python bench/ring_scale.py
+	$(BIN)/python bench/broker_scale.py
 
 clean:
 	rm -rf $(VENV) qnemu-runs .pytest_cache

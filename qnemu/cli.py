@@ -106,7 +106,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise UsageError(f"start-up failed: {error}") from None
     if args.monitoring:
         try:
-            console.print(f"prometheus: {launcher.start_monitoring()}")
+            urls = launcher.start_monitoring()
+            console.print(f"prometheus: {urls['prometheus']}")
+            grafana = urls["grafana"] or "not installed (dashboards: monitoring/grafana/)"
+            console.print(f"grafana: {grafana}")
         except (FileNotFoundError, RuntimeError, TimeoutError) as error:
             console.print(f"[yellow]no monitoring: {error}")
     if args.detach:
@@ -444,7 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--time-scale", type=_positive, help="emulated time = wall time / this")
     up.add_argument("--mqtt", metavar="URL", help="northbound MQTT broker (mqtt://host:port)")
     up.add_argument(
-        "--monitoring", action="store_true", help="also start a local Prometheus for the run"
+        "--monitoring",
+        action="store_true",
+        help="also start a local Prometheus for the run (and Grafana, if installed)",
     )
     up.add_argument("--detach", action="store_true", help="return once every process is ready")
     up.add_argument("--insecure", action="store_true", help="plain-text ZeroMQ (no CurveZMQ keys)")

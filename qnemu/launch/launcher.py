@@ -17,6 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from qnemu.client import QnemuClient
+from qnemu.launch.grafana import (
+    find_grafana,
+    start_grafana,
+    wait_grafana_ready,
+    write_grafana_files,
+)
 from qnemu.launch.monitoring import (
     start_prometheus,
     stop_prometheus,
@@ -133,15 +139,26 @@ class Launcher:
                         waiting.discard(name)
         self.write_status("running")
 
-    def start_monitoring(self) -> str:
-        """A local Prometheus scraping this run (`qnemu up --monitoring`); returns its URL."""
+    def start_monitoring(self) -> dict[str, str | None]:
+        """A local Prometheus scraping this run (`qnemu up --monitoring`), and a Grafana
+        showing it when Grafana is installed; their URLs (grafana: None without one)."""
         port = free_port()
         child = start_prometheus(self.run_dir, port)
         self.services["prometheus"] = child
         self.write_status("running")
-        url = f"http://127.0.0.1:{port}"
-        wait_prometheus_ready(url, process=child)
-        return url
+        prometheus_url = f"http://127.0.0.1:{port}"
+        wait_prometheus_ready(prometheus_url, process=child)
+        urls: dict[str, str | None] = {"prometheus": prometheus_url, "grafana": None}
+        install = find_grafana()
+        if install is not None:
+            grafana_port = free_port()
+            ini = write_grafana_files(self.run_dir, prometheus_url, grafana_port)
+            grafana = start_grafana(self.run_dir, install, ini)
+            self.services["grafana"] = grafana
+            self.write_status("running")
+            urls["grafana"] = f"http://127.0.0.1:{grafana_port}"
+            wait_grafana_ready(urls["grafana"], process=grafana)
+        return urls
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> dict[str, int | None]:
         """SIGTERM every process, SIGKILL what is left after the grace; returns exit codes."""

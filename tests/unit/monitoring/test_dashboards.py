@@ -16,7 +16,7 @@ from qnemu.launch.monitoring import (
 
 GRAFANA_DIR = MONITORING_DIR / "grafana"
 DASHBOARD_FILES = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
-REQUIRED_UIDS = {"qnemu-overview", "qnemu-link", "qnemu-health"}
+REQUIRED_UIDS = {"qnemu-overview", "qnemu-link", "qnemu-health", "qnemu-qkd"}
 LABEL_VALUES = re.compile(r"^\s*label_values\((?:(?P<expr>.*),)?\s*(?P<label>\w+)\s*\)\s*$")
 VARIABLE = re.compile(r"\$\{?(\w+)")
 GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__range_s"}
