@@ -13,14 +13,12 @@ import json
 import os
 import shutil
 import subprocess
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from qnemu.launch.monitoring import MONITORING_DIR
+from qnemu.launch.monitoring import MONITORING_DIR, start_logged, wait_http_ready
 
 __all__ = [
     "GRAFANA_DIR",
@@ -95,33 +93,16 @@ def write_grafana_files(
 
 
 def start_grafana(run_dir: Path, install: GrafanaInstall, ini: Path) -> subprocess.Popen:
-    logs = Path(run_dir).resolve() / "logs"
-    logs.mkdir(exist_ok=True)
     command = [*install.command, f"--homepath={install.home}", f"--config={ini}"]
-    with open(logs / "grafana.log", "ab") as log:
-        return subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C reaches the launcher only; it stops Grafana
-        )
+    return start_logged(command, run_dir, "grafana")
 
 
 def wait_grafana_ready(
     url: str, timeout_s: float = 60.0, process: subprocess.Popen | None = None
 ) -> None:
     """Wait until Grafana at `url` says its database is ok (/api/health)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"grafana exited with code {process.returncode} while starting")
-        try:
-            with urllib.request.urlopen(f"{url}/api/health", timeout=1.0) as response:
-                if json.loads(response.read()).get("database") == "ok":
-                    return
-        except (OSError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"grafana at {url} not ready after {timeout_s} s")
-        time.sleep(0.2)
+
+    def database_ok(body: bytes) -> bool:
+        return json.loads(body).get("database") == "ok"
+
+    wait_http_ready("grafana", f"{url}/api/health", database_ok, timeout_s, process)

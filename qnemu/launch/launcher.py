@@ -24,6 +24,7 @@ from qnemu.launch.grafana import (
     write_grafana_files,
 )
 from qnemu.launch.monitoring import (
+    start_logged,
     start_prometheus,
     stop_prometheus,
     wait_prometheus_ready,
@@ -178,14 +179,7 @@ def start_process(run_dir: Path, process: ProcessPlan) -> subprocess.Popen:
     if process.role != "broker":
         command.append(process.name)
     command += ["--run-dir", str(run_dir)]
-    with open(Path(run_dir) / "logs" / f"{process.name}.log", "ab") as log:
-        return subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C reaches the launcher only; it stops them
-        )
+    return start_logged(command, run_dir, process.name)
 
 
 def stop_pids(

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from string import Template
 
@@ -31,8 +32,10 @@ __all__ = [
     "find_prometheus",
     "metric_names_in",
     "scrape_targets",
+    "start_logged",
     "start_prometheus",
     "stop_prometheus",
+    "wait_http_ready",
     "wait_prometheus_ready",
     "write_prometheus_files",
 ]
@@ -120,41 +123,60 @@ def start_prometheus(
     if not config.is_file():
         raise FileNotFoundError(f"{config} missing: call write_prometheus_files first")
     (directory / "data").mkdir(exist_ok=True)
-    logs = Path(run_dir).resolve() / "logs"
-    logs.mkdir(exist_ok=True)
-    with open(logs / "prometheus.log", "ab") as log:
-        return subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={directory / 'data'}",
-                f"--web.listen-address={host}:{port}",
-                "--storage.tsdb.retention.time=1d",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C reaches the launcher only; it stops Prometheus
-        )
+    command = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={directory / 'data'}",
+        f"--web.listen-address={host}:{port}",
+        "--storage.tsdb.retention.time=1d",
+    ]
+    return start_logged(command, run_dir, "prometheus")
 
 
 def wait_prometheus_ready(
     url: str, timeout_s: float = 30.0, process: subprocess.Popen | None = None
 ) -> None:
     """Wait until Prometheus at `url` (http://host:port) answers /-/ready."""
+    wait_http_ready("prometheus", f"{url}/-/ready", lambda body: True, timeout_s, process)
+
+
+def wait_http_ready(
+    name: str,
+    url: str,
+    ready: Callable[[bytes], bool],
+    timeout_s: float,
+    process: subprocess.Popen | None = None,
+) -> None:
+    """Poll `url` until it answers 200 with a body `ready` accepts; fail fast if the
+    server's `process` exits meanwhile."""
     deadline = time.monotonic() + timeout_s
     while True:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"prometheus exited with code {process.returncode} while starting")
+            raise RuntimeError(f"{name} exited with code {process.returncode} while starting")
         try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1.0) as response:
-                if response.status == 200:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                if response.status == 200 and ready(response.read()):
                     return
-        except OSError:
+        except (OSError, ValueError):
             pass
         if time.monotonic() > deadline:
-            raise TimeoutError(f"prometheus at {url} not ready after {timeout_s} s")
+            raise TimeoutError(f"{name} at {url} not ready after {timeout_s} s")
         time.sleep(0.1)
+
+
+def start_logged(command: list[str], run_dir: Path, log_name: str) -> subprocess.Popen:
+    """Start `command` in a session of its own (Ctrl-C reaches the launcher only, which
+    stops it), its output appended to RUN_DIR/logs/<log_name>.log."""
+    logs = Path(run_dir).resolve() / "logs"
+    logs.mkdir(exist_ok=True)
+    with open(logs / f"{log_name}.log", "ab") as log:
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def stop_prometheus(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> int:
