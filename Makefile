@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/teleport.py
 	$(BIN)/python bench/ring_scale.py
 	$(BIN)/python bench/broker_scale.py
+	$(BIN)/python bench/qkd_postprocessing.py
 
 clean:
 	rm -rf $(VENV) qnemu-runs .pytest_cache
