@@ -111,6 +111,8 @@ class LauncherControl:
         self.topics = NodeTopics(network, LAUNCHER)
         self.processes: Processes = {}
         self.open: set[str] = set()
+        self.exit_codes: dict[str, int] = {}  # of children seen exiting, until told
+        self._looking = asyncio.Lock()
         self.session = MqttSession(
             broker,
             name="launcher",
@@ -142,16 +144,24 @@ class LauncherControl:
                 continue
             child = self.children.get(entry["name"])
             if child is not None and child.pid == entry["pid"]:
-                child.poll()  # reap it if it exited, so it is not a zombie forever
+                code = child.poll()  # reaps it if it exited, so it is no zombie forever
+                if code is not None:
+                    self.exit_codes[entry["name"]] = code
             found[entry["name"]] = (entry["role"], entry["pid"], process_status(entry["pid"]))
         return found
 
-    async def _watch(self) -> None:
-        while True:
+    async def refresh(self) -> None:
+        """Look at the processes and tell what changed (one look at a time: Popen.poll
+        from two threads at once may miss an exit code)."""
+        async with self._looking:
             try:
                 self.observe(await asyncio.to_thread(self.look))
             except (OSError, ValueError, KeyError) as error:  # status.json being rewritten
                 log.debug("launcher: status not readable now: %r", error)
+
+    async def _watch(self) -> None:
+        while True:
+            await self.refresh()
             await asyncio.sleep(self.interval_s)
 
     def observe(self, now: Processes) -> None:
@@ -171,8 +181,7 @@ class LauncherControl:
             self.publish_state()
 
     def _exit_code(self, name: str) -> int | None:
-        child = self.children.get(name)
-        return None if child is None else child.poll()
+        return self.exit_codes.pop(name, None)
 
     def state(self, status: str = "running") -> LauncherState:
         return LauncherState(
@@ -232,7 +241,7 @@ class LauncherControl:
             raise RequestRejected("unknown_process", str(error.args[0])) from None
         except ValueError as error:
             raise RequestRejected("bad_request", str(error)) from None
-        self.observe(await asyncio.to_thread(self.look))  # tell the change at once
+        await self.refresh()  # tell the change at once
         return ProcessResponse(
             correlation_id=request.correlation_id,
             action=request.action,
