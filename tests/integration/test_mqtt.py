@@ -169,7 +169,7 @@ async def test_malformed_requests_get_errors_naming_the_problem(lab):
         assert [a["kind"] for a in answers] == ["pair", "done"]
 
 
-def test_the_example_controller_gets_and_frees_ten_pairs(lab):
+def test_the_example_controller_gets_and_frees_ten_pairs_and_drills_a_cut(lab):
     result = subprocess.run(
         [
             sys.executable,
@@ -186,6 +186,7 @@ def test_the_example_controller_gets_and_frees_ten_pairs(lab):
             "10",
             "--timeout-s",
             "30",
+            "--link-drill",
         ],
         capture_output=True,
         text=True,
@@ -199,6 +200,10 @@ def test_the_example_controller_gets_and_frees_ten_pairs(lab):
     assert summary["freed"] == {"alice": 10, "bob": 10}
     assert summary["error"] is None
     assert summary["events"]["pair_delivered"] == 10
+    # The drill: the fibre cut over MQTT, told as link_down, then mended.
+    assert summary["link_drill"] == {"link": "alice-bob", "down_reason": "fibre_cut",
+                                     "up_again": True}  # fmt: skip
+    assert any(line.startswith("link alice-bob is down") for line in lines)
 
 
 def test_clean_stop_says_stopped_and_a_crash_leaves_the_last_will(
