@@ -18,6 +18,8 @@ from pydantic import BaseModel, ValidationError
 
 from qnemu.control.payloads import (
     CORRELATION_ID_PATTERN,
+    AppRequestPayload,
+    AppResponse,
     DoneResponse,
     EntangleRequestPayload,
     ErrorResponse,
@@ -44,6 +46,7 @@ from qnemu.wire.control import EntangleDone, EntangleErr, EntangleOk, EntangleRe
 
 __all__ = [
     "MAX_REQUEST_BYTES",
+    "AppService",
     "ControlledNode",
     "FaultService",
     "KeyService",
@@ -101,6 +104,13 @@ class KeyService(Protocol):
     async def keys(self, request: KeyRequestPayload) -> KeysResponse: ...
 
 
+class AppService(Protocol):
+    """The node's application session (qnemu.node.apps.NodeApps)."""
+
+    def describe(self) -> dict[str, Any]: ...
+    async def force_detach(self) -> int: ...
+
+
 class FaultService(Protocol):
     """The faults a node and its links can take (qnemu.node.mqtt_services)."""
 
@@ -121,6 +131,7 @@ class RequestDispatcher:
         count: Callable[[str, str], None] | None = None,
         keys: KeyService | None = None,
         faults: FaultService | None = None,
+        apps: AppService | None = None,
         link_health: Callable[[], dict[str, dict[str, Any]]] | None = None,
     ):
         """
@@ -131,6 +142,7 @@ class RequestDispatcher:
             count: called with (request kind, result) once per request, for metrics.
             keys: serves `key` requests (None: refused as `no_kme`).
             faults: serves `fault` requests (None: refused as `unsupported`).
+            apps: serves `app` requests (None: refused as `unsupported`).
             link_health: peer -> {"up", "reason"} for the retained state.
         """
         self.node = node
@@ -142,6 +154,7 @@ class RequestDispatcher:
         self.count = count or (lambda kind, result: None)
         self.keys = keys
         self.faults = faults
+        self.apps = apps
         self.link_health = link_health or dict
         self.open: dict[str, _EntangleSink | None] = {}  # correlation id → request in progress
         self.handlers: dict[str, Callable[[str, dict], Awaitable[None]]] = {
@@ -149,6 +162,7 @@ class RequestDispatcher:
             "free": self._on_free,
             "key": self._on_key,
             "fault": self._on_fault,
+            "app": self._on_app,
         }
         assert set(self.handlers) == set(REQUEST_KINDS)
 
@@ -265,6 +279,21 @@ class RequestDispatcher:
             )
 
         await self._serve("fault", correlation_id, apply())
+
+    async def _on_app(self, correlation_id: str, document: dict) -> None:
+        request = validate_request(AppRequestPayload, document)
+        if self.apps is None:
+            raise RequestRejected("unsupported", f"{self.node.name} runs no applications")
+        apps = self.apps
+
+        async def act() -> AppResponse:
+            before = apps.describe()
+            freed = await apps.force_detach() if request.action == "detach" else 0
+            return AppResponse(
+                correlation_id=correlation_id, action=request.action, freed=freed, **before
+            )
+
+        await self._serve("app", correlation_id, act())
 
     @property
     def neighbours(self) -> set[str]:

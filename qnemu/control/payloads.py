@@ -14,6 +14,8 @@ from qnemu.wire.control import EntangleOk
 
 __all__ = [
     "CORRELATION_ID_PATTERN",
+    "AppRequestPayload",
+    "AppResponse",
     "DoneResponse",
     "EntangleRequestPayload",
     "ErrorResponse",
@@ -114,6 +116,16 @@ class KeyRequestPayload(_Payload):
             if (self.master_sae_id is None) == (self.remote_node_id is None):
                 raise ValueError("name the other end: master_sae_id or remote_node_id (one)")
         return self
+
+
+class AppRequestPayload(_Payload):
+    """The application attached to this node (`qnemu app`): `status` tells which app and
+    the qubits it owns; `detach` ends its session (its qubits freed, its waiting
+    receives answered with an error). Starting an app is not offered: an app is Python
+    code run by `qnemu app` as a client process, never code sent to a node."""
+
+    correlation_id: CorrelationId
+    action: Literal["status", "detach"] = "status"
 
 
 FAULT_FIELDS = {  # fault -> the fields it takes besides correlation_id and fault
@@ -235,6 +247,19 @@ class KeysResponse(_Payload):
     master_sae_id: str
     slave_sae_id: str
     keys: list[KeyPayload]
+
+
+class AppResponse(_Payload):
+    """The answer to an app request: the app attached before it (None: no app)."""
+
+    kind: Literal["app"] = "app"
+    correlation_id: str
+    final: Literal[True] = True
+    action: str
+    attached: bool
+    app: str | None
+    qubits: list[int]
+    freed: StrictInt = 0  # detach: the qubits released
 
 
 class FaultResponse(_Payload):

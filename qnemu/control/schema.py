@@ -22,6 +22,8 @@ from qnemu.control.launcher_payloads import (
     ProcessStartedEvent,
 )
 from qnemu.control.payloads import (
+    AppRequestPayload,
+    AppResponse,
     DoneResponse,
     EntangleRequestPayload,
     ErrorResponse,
@@ -52,7 +54,13 @@ BEGIN = "<!-- BEGIN GENERATED SCHEMAS (python -m qnemu.control.schema --write do
 END = "<!-- END GENERATED SCHEMAS -->"
 
 Response = Annotated[
-    PairResponse | DoneResponse | ErrorResponse | FreedResponse | KeysResponse | FaultResponse,
+    PairResponse
+    | DoneResponse
+    | ErrorResponse
+    | FreedResponse
+    | KeysResponse
+    | FaultResponse
+    | AppResponse,
     Field(discriminator="kind"),
 ]
 LauncherResponse = Annotated[ProcessResponse | ErrorResponse, Field(discriminator="kind")]
@@ -63,6 +71,7 @@ TOPIC_SCHEMAS: list[tuple[str, str, Any]] = [
     ("<node>/request/free", "controller", FreeRequestPayload),
     ("<node>/request/key", "controller", KeyRequestPayload),
     ("<node>/request/fault", "controller", FaultRequestPayload),
+    ("<node>/request/app", "controller", AppRequestPayload),
     ("<node>/response/<correlation_id>", "node", Response),
     ("<node>/event/node_started", "node", NodeStartedEvent),
     ("<node>/event/node_stopping", "node", NodeStoppingEvent),

@@ -17,7 +17,7 @@ __all__ = [
 ]
 
 TOPIC_ROOT = "qnemu"
-REQUEST_KINDS = ("entangle", "free", "key", "fault")
+REQUEST_KINDS = ("entangle", "free", "key", "fault", "app")
 EVENT_KINDS = (
     "node_started",
     "node_stopping",

@@ -34,6 +34,7 @@ from qnemu.control.payloads import (
     QberAlarmEvent,
 )
 from qnemu.control.session import KEEPALIVE_S, MqttSession
+from qnemu.node.apps import NodeApps
 from qnemu.node.linkwatch import FaultChange, LinkChange, LinkWatch
 from qnemu.node.mqtt_services import NodeFaults, NodeKeys
 from qnemu.node.qkd import QkdExtension
@@ -58,7 +59,8 @@ def extension(node: Any, topology: Any, plan: Any) -> "MqttControl | None":
             topology.mqtt.url,
         )
         return None
-    qkd = next((e for e in getattr(node, "extensions", ()) if isinstance(e, QkdExtension)), None)
+    extensions = getattr(node, "extensions", ())
+    qkd = next((e for e in extensions if isinstance(e, QkdExtension)), None)
     return MqttControl(
         node,
         parse_broker_url(topology.mqtt.url),
@@ -66,6 +68,7 @@ def extension(node: Any, topology: Any, plan: Any) -> "MqttControl | None":
         known_nodes=set(topology.nodes),
         keys=NodeKeys(qkd, topology) if qkd is not None and qkd.saes else None,
         faults=NodeFaults(node),
+        apps=next((e for e in extensions if isinstance(e, NodeApps)), None),
         link_watch=LinkWatch(node) if getattr(node, "neighbours", None) else None,
         qkd=qkd,
         key_pool_low_bits=topology.mqtt.key_pool_low_bits,
@@ -87,6 +90,7 @@ class MqttControl:
         backoff: ExponentialBackoff | None = None,
         keys: Any = None,
         faults: Any = None,
+        apps: Any = None,
         link_watch: LinkWatch | None = None,
         qkd: Any = None,
         key_pool_low_bits: int = DEFAULT_KEY_POOL_LOW_BITS,
@@ -113,6 +117,7 @@ class MqttControl:
             count=self._count,
             keys=keys,
             faults=faults,
+            apps=apps,
             link_health=link_watch.stats if link_watch is not None else None,
         )
         self.topics = self.dispatcher.topics

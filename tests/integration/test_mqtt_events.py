@@ -14,8 +14,13 @@ from typing import Any
 import pytest
 from mqtt_lab import Mosquitto, aiomqtt, find_mosquitto, free_port, probe, require
 
+from qnemu.app.api import AppError
+from qnemu.app.connection import NodeConnection
 from qnemu.control.connection import parse_broker_url
 from qnemu.launch.mqtt import LauncherControl
+from qnemu.runtime import EmulatedClock
+from qnemu.runtime.curve import client_identity
+from qnemu.wire.app import AppAllocRequest, AppAttachRequest, AppRecvRequest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -172,6 +177,38 @@ async def test_link_and_classical_faults_from_anywhere_become_events(lab):
                 lambda n=node, f=fault: events(watcher, "fault_cleared", n, fault=f),
                 EVENT_WAIT_S,
             )
+
+
+async def test_an_attached_app_is_listed_and_can_be_detached(lab):
+    plan = lab.plan
+    names = [process.name for process in plan.processes]
+    app = NodeConnection(
+        plan.process("bob").endpoint,
+        "bob",
+        "app-bob-test",
+        EmulatedClock(plan.epoch_wall_s, plan.time_scale),
+        client_identity(lab.run_dir, names),
+    )
+    try:
+        async with probe(PORT, NETWORK) as watcher:
+            (idle,) = await watcher.call("bob", "app")
+            assert (idle["attached"], idle["app"], idle["qubits"]) == (False, None, [])
+            await app.call(AppAttachRequest("drill"))
+            qubit = (await app.call(AppAllocRequest())).qubit
+            waiting = asyncio.ensure_future(app.call(AppRecvRequest("alice"), timeout_s=20))
+            (status,) = await watcher.call("bob", "app", action="status")
+            assert (status["attached"], status["app"], status["qubits"]) == (True, "drill", [qubit])
+            (detached,) = await watcher.call("bob", "app", action="detach")
+            assert detached["freed"] == 1 and detached["app"] == "drill"
+            # The app's waiting receive is told, and the app is no longer attached.
+            with pytest.raises(AppError, match="detached"):
+                await waiting
+            with pytest.raises(AppError, match="no app"):
+                await app.call(AppAllocRequest())
+            (bad,) = await watcher.call("bob", "app", action="start")
+            assert bad["error_code"] == "bad_request" and "action" in bad["message"]
+    finally:
+        await app.close()
 
 
 async def test_the_launcher_kills_and_restarts_a_node_and_its_neighbour_sees_it(lab, broker):

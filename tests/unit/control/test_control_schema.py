@@ -36,7 +36,7 @@ def test_responses_are_told_apart_by_kind():
     assert schema["discriminator"]["propertyName"] == "kind"
     kinds = {schema["$defs"][ref["$ref"].split("/")[-1]]["properties"]["kind"]["const"]
              for ref in schema["oneOf"]}  # fmt: skip
-    assert kinds == {"pair", "done", "error", "freed", "keys", "fault"}
+    assert kinds == {"pair", "done", "error", "freed", "keys", "fault", "app"}
 
 
 def test_request_defaults_are_the_link_layer_ones_and_strict():
