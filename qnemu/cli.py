@@ -179,7 +179,12 @@ def _launcher_control(launcher: Launcher):
         console.print("[yellow]no MQTT for the launcher: aiomqtt is not installed")
         return None
     from qnemu.control.connection import parse_broker_url
+    from qnemu.control.topics import LAUNCHER
     from qnemu.launch.mqtt import LauncherControl
+
+    if LAUNCHER in launcher.topology.nodes:  # its topics would be the node's
+        console.print(f"[yellow]no MQTT for the launcher: a node is named {LAUNCHER!r}")
+        return None
 
     return LauncherControl(
         launcher.run_dir,

@@ -316,7 +316,7 @@ class RequestDispatcher:
                 ),
             )
             event = RequestFailedEvent(
-                **self._event_fields(),
+                **self.event_fields(),
                 correlation_id=correlation_id,
                 error_code=failed.code,
                 message=failed.message,
@@ -340,7 +340,7 @@ class RequestDispatcher:
             )
             self._respond(correlation_id, response)
         event = RequestRejectedEvent(
-            **self._event_fields(),
+            **self.event_fields(),
             correlation_id=correlation_id,
             request_kind=kind,
             error_code=code,
@@ -353,7 +353,8 @@ class RequestDispatcher:
 
     # ---- events and state ------------------------------------------------------------
 
-    def _event_fields(self) -> dict[str, Any]:
+    def event_fields(self) -> dict[str, Any]:
+        """The fields every event of this node starts with."""
         return {
             "network": self.network,
             "node": self.node.name,
@@ -362,11 +363,11 @@ class RequestDispatcher:
         }
 
     def publish_started(self, connection: int) -> None:
-        event = NodeStartedEvent(**self._event_fields(), connection=connection)
+        event = NodeStartedEvent(**self.event_fields(), connection=connection)
         self.publish(self.topics.event("node_started"), event, False)
 
     def publish_stopping(self) -> None:
-        event = NodeStoppingEvent(**self._event_fields())
+        event = NodeStoppingEvent(**self.event_fields())
         self.publish(self.topics.event("node_stopping"), event, False)
 
     def publish_state(self, status: str = "running") -> None:
@@ -379,7 +380,7 @@ class RequestDispatcher:
         health = self.link_health()
         return NodeState(
             status=status,
-            **self._event_fields(),
+            **self.event_fields(),
             memory=MemoryState(
                 capacity=memory.get("capacity", 0),
                 in_use=memory.get("in_use", 0),
@@ -423,7 +424,7 @@ class _EntangleSink:
             self.correlation_id, PairResponse(correlation_id=self.correlation_id, pair=payload)
         )
         event = PairDeliveredEvent(
-            **dispatcher._event_fields(), correlation_id=self.correlation_id, pair=payload
+            **dispatcher.event_fields(), correlation_id=self.correlation_id, pair=payload
         )
         dispatcher.publish(dispatcher.topics.event("pair_delivered"), event, False)
 
@@ -441,7 +442,7 @@ class _EntangleSink:
         )
         dispatcher._respond(self.correlation_id, response)
         event = RequestFailedEvent(
-            **dispatcher._event_fields(),
+            **dispatcher.event_fields(),
             correlation_id=self.correlation_id,
             error_code=error.error_code,
             message=error.message,

@@ -9,7 +9,9 @@ stop, pause, resume, restart; the state broker too). The connection is the nodes
 """
 
 import asyncio
+import contextlib
 import logging
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -142,12 +144,13 @@ class LauncherControl:
         for entry in read_status(self.run_dir)["processes"]:
             if entry.get("role") == "monitoring":
                 continue
+            status = process_status(entry["pid"])
             child = self.children.get(entry["name"])
-            if child is not None and child.pid == entry["pid"]:
-                code = child.poll()  # reaps it if it exited, so it is no zombie forever
-                if code is not None:
-                    self.exit_codes[entry["name"]] = code
-            found[entry["name"]] = (entry["role"], entry["pid"], process_status(entry["pid"]))
+            if status == "exited" and child is not None and child.pid == entry["pid"]:
+                # Our child: a zombie until reaped, so this returns at once with its code.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.exit_codes[entry["name"]] = child.wait(timeout=1.0)
+            found[entry["name"]] = (entry["role"], entry["pid"], status)
         return found
 
     async def refresh(self) -> None:

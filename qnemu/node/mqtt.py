@@ -191,7 +191,7 @@ class MqttControl:
     # ---- events ----------------------------------------------------------------------
 
     def _event(self, kind: str, model: type[BaseModel], **fields: Any) -> None:
-        event = model(**self.dispatcher._event_fields(), **fields)
+        event = model(**self.dispatcher.event_fields(), **fields)
         self._publish(self.topics.event(kind), event, False)
 
     def _on_link_change(self, change: LinkChange) -> None:

@@ -7,6 +7,8 @@ a free port and is stopped by pid; the launcher's MQTT presence runs in the test
 """
 
 import asyncio
+import json
+import sys
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -250,3 +252,57 @@ async def test_the_launcher_kills_and_restarts_a_node_and_its_neighbour_sees_it(
         finally:
             task.cancel()
     await control.stop()
+
+
+async def test_qnemu_up_puts_its_launcher_on_mqtt_until_it_stops(broker, tmp_path, process_guard):
+    network = "mqtt-up"
+    spec = {
+        "name": network,
+        "time_scale": 1.0,
+        "nodes": {"a": {}, "b": {}},
+        "links": [{"nodes": ["a", "b"], "model": "perfect"}],
+    }
+    topology = tmp_path / "network.yaml"
+    topology.write_text(json.dumps(spec))  # YAML is a superset of JSON
+    run_dir = tmp_path / "run"
+    base = f"qnemu/{network}/launcher"
+    async with probe(PORT, network) as watcher:
+        up = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "qnemu", "up", str(topology), "--run-dir", str(run_dir),
+            "--mqtt", broker.url, "--duration", "6",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+
+            def running_states() -> list[dict]:
+                states = watcher.on(f"{base}/state")
+                return [s for s in states if s["status"] == "running" and len(s["processes"]) == 4]
+
+            running = await watcher.wait(running_states, 60.0)
+            process_guard.watch_run(run_dir)
+            assert {s["status"] for s in running[-1]["processes"].values()} == {"running"}
+            stopped = await watcher.wait(
+                lambda: [s for s in watcher.on(f"{base}/state") if s["status"] == "stopped"], 60.0
+            )
+            assert stopped
+            _, stderr = await asyncio.wait_for(up.communicate(), 30.0)
+            assert up.returncode == 0, stderr.decode()[-2000:]
+        finally:
+            if up.returncode is None:  # the launcher stops its processes on SIGTERM
+                up.terminate()
+                try:
+                    await asyncio.wait_for(up.wait(), 15.0)
+                except TimeoutError:
+                    up.kill()
+                    await up.wait()
+    # Nodes said goodbye too: their retained states are "stopped".
+    async with probe(PORT, network) as late:
+        found = await late.wait(
+            lambda: (
+                {t.split("/")[2]: b["status"] for t, b, kept in late.messages if kept}
+                if len([1 for _, _, kept in late.messages if kept]) >= 3
+                else None
+            )
+        )
+        assert found == {"a": "stopped", "b": "stopped", "launcher": "stopped"}
