@@ -229,6 +229,14 @@ async def test_the_launcher_kills_and_restarts_a_node_and_its_neighbour_sees_it(
             assert state[0]["processes"]["carol"]["status"] == "running"
             old_pid = state[0]["processes"]["carol"]["pid"]
 
+            # Pausing the state broker freezes every quantum operation; resuming ends it.
+            (paused,) = await watcher.call("launcher", "process", action="pause", process="broker")
+            assert paused["kind"] == "process", paused
+            await watcher.wait(lambda: watcher.on(f"{base}/event/process_paused"))
+            await watcher.call("launcher", "process", action="resume", process="broker")
+            resumed = await watcher.wait(lambda: watcher.on(f"{base}/event/process_resumed"))
+            assert resumed[0]["process"] == "broker" and resumed[0]["role"] == "broker"
+
             (killed,) = await watcher.call("launcher", "process", action="kill", process="carol")
             assert killed["kind"] == "process" and killed["pid"] == old_pid
             exited = await watcher.wait(lambda: watcher.on(f"{base}/event/process_exited"))
