@@ -1,6 +1,7 @@
 """The plain state machines behind the new events, and the new requests' validation."""
 
 import json
+import random
 from types import SimpleNamespace
 
 import pytest
@@ -163,3 +164,49 @@ async def test_key_and_fault_requests_are_answered_once_and_failures_told():
     no_kme = RequestDispatcher(_Node(), lambda *a: sent.append(a), network="lab")
     await ask(no_kme, "key", correlation_id="k3", remote_node_id="bob")
     assert "no_kme" in sent[-1][1].model_dump_json()
+
+
+class _Apps:
+    def describe(self):
+        return {"attached": False, "app": None, "qubits": []}
+
+    async def force_detach(self):
+        return 0
+
+
+async def test_random_key_fault_and_app_requests_get_exactly_one_final_answer():
+    """Fuzz: whatever the fields, each request with a usable correlation id is answered
+    once, finally, and nothing raises out of the dispatcher."""
+    rng = random.Random(5)
+    values = [None, True, -1, 0, 1, 2.5, float("inf"), "", "bob", "zoe", "x" * 200, [], ["k"],
+              {}, {"length_km": 1}, [1, "a"], "cut", "status", "detach", "classical"]  # fmt: skip
+    names = ["remote_node_id", "fault", "action", "number", "size", "key_ids", "sae_id",
+             "master_sae_id", "slave_sae_id", "link", "fraction", "drop_fraction",
+             "extra_delay_s", "qubits", "colour"]  # fmt: skip
+    sent = []
+    node = _Node()
+
+    async def release_qubits(qubits):
+        return None
+
+    node.release_qubits = release_qubits
+    dispatcher = RequestDispatcher(
+        node,
+        lambda topic, payload, retain: sent.append((topic, json.loads(payload.model_dump_json()))),
+        network="lab",
+        keys=_Keys(),
+        faults=_Faults(),
+        apps=_Apps(),
+    )
+    for number in range(400):
+        kind = rng.choice(["key", "fault", "app", "free", "teleport"])
+        fields = {name: rng.choice(values) for name in rng.sample(names, rng.randint(0, 5))}
+        body = json.dumps({"correlation_id": f"r{number}", **fields}).encode()
+        await dispatcher.handle(f"qnemu/lab/alice/request/{kind}", body)
+    answers: dict[str, list[dict]] = {}
+    for topic, body in sent:
+        if "/response/" in topic:
+            answers.setdefault(topic.rsplit("/", 1)[1], []).append(body)
+    assert set(answers) == {f"r{number}" for number in range(400)}
+    assert all(len(bodies) == 1 and bodies[0]["final"] for bodies in answers.values())
+    assert dispatcher.open == {}
