@@ -139,8 +139,10 @@ async def _watch(launcher: Launcher, duration_s: float | None) -> None:
     previous, previous_at = None, started
     links: dict = {}
     stop_recording = asyncio.Event()  # the run records itself for `qnemu report`
+    control = _launcher_control(launcher)
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(record(launcher.run_dir, plan, 1.0, stop_recording))
+        mqtt_task = tasks.create_task(control.run()) if control is not None else None
         try:
             async with QnemuClient(launcher.run_dir, name="launcher-view") as client:
                 with Live(Table(), console=console, refresh_per_second=2, transient=False) as live:
@@ -161,9 +163,38 @@ async def _watch(launcher: Launcher, duration_s: float | None) -> None:
                     links = link_figures(plan, stats, None, 0.0)
         finally:
             stop_recording.set()  # the recorder takes its last sample before the stop
+            if mqtt_task is not None:  # says "stopped" on MQTT before the processes stop
+                mqtt_task.cancel()
+                await control.stop()
     elapsed = time.monotonic() - started
     console.print(summary_table(links, elapsed))
     write_json(launcher.run_dir / "summary.json", {"duration_s": elapsed, "links": links})
+
+
+def _launcher_control(launcher: Launcher):
+    """The launcher's MQTT presence, when the topology names a broker (docs/mqtt-api.md)."""
+    from qnemu.control import session
+
+    mqtt = launcher.topology.mqtt
+    if mqtt is None:
+        return None
+    if session.aiomqtt is None:
+        console.print("[yellow]no MQTT for the launcher: aiomqtt is not installed")
+        return None
+    from qnemu.control.connection import parse_broker_url
+    from qnemu.control.topics import LAUNCHER
+    from qnemu.launch.mqtt import LauncherControl
+
+    if LAUNCHER in launcher.topology.nodes:  # its topics would be the node's
+        console.print(f"[yellow]no MQTT for the launcher: a node is named {LAUNCHER!r}")
+        return None
+
+    return LauncherControl(
+        launcher.run_dir,
+        parse_broker_url(mqtt.url),
+        network=launcher.plan.network,
+        children=launcher.processes,
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -9,6 +9,10 @@ It watches every node's events and retained state, waits until both nodes are
 it arrives, then frees both halves of every pair (the src halves at src, the dst halves
 at dst) and prints one JSON summary line. Exit status: 0 done, 1 the request failed,
 2 the network did not answer in time.
+
+With `--link-drill` (src and dst must be neighbours) it then rehearses an outage: it
+cuts the fibre with a `fault` request, waits for src to report `link_down`, restores
+the fibre and waits for `link_up` — what a controller would do to reroute and come back.
 """
 
 import argparse
@@ -34,6 +38,8 @@ class Controller:
         self.events: Counter[str] = Counter()
         self.responses: dict[str, asyncio.Queue] = {}
         self.state_changed = asyncio.Event()
+        self.seen: list[tuple[str, str, dict]] = []  # (node, event kind, body)
+        self.event_arrived = asyncio.Event()
         self.session = uuid.uuid4().hex[:8]
         self.count = 0
 
@@ -49,6 +55,8 @@ class Controller:
                 self.state_changed.set()
             elif section == "event":
                 self.events[rest[0]] += 1
+                self.seen.append((node, rest[0], body))
+                self.event_arrived.set()
                 if rest[0] != "pair_delivered":  # the pairs are printed from the responses
                     print(f"event {node}/{rest[0]}: {_brief(body)}")
             elif section == "response" and rest[0] in self.responses:
@@ -58,6 +66,23 @@ class Controller:
         while not all(self.states.get(n, {}).get("status") == "running" for n in nodes):
             self.state_changed.clear()
             await self.state_changed.wait()
+
+    async def wait_event(self, node: str, kind: str, **fields) -> dict:
+        """The first event `kind` from `node` (seen already or to come) with these fields."""
+        while True:
+            for source, seen_kind, body in self.seen:
+                wanted = all(body.get(key) == value for key, value in fields.items())
+                if (source, seen_kind) == (node, kind) and wanted:
+                    return body
+            self.event_arrived.clear()
+            await self.event_arrived.wait()
+
+    async def call(self, node: str, kind: str, **fields) -> dict:
+        """A request answered by one final message: that message."""
+        correlation_id = await self.request(node, kind, **fields)
+        async for answer in self.answers(correlation_id):
+            last = answer
+        return last
 
     async def request(self, node: str, kind: str, **fields) -> str:
         """Publish a request; returns its correlation id (responses go to its queue)."""
@@ -133,7 +158,9 @@ async def drive(controller: Controller, args: argparse.Namespace) -> int:
         free = await controller.request(node, "free", qubits=qubits)
         async for answer in controller.answers(free):
             freed[node] = answer.get("freed", 0)
+    drill = await link_drill(controller, args.src, args.dst) if args.link_drill else None
     summary = {
+        "link_drill": drill,
         "pairs": len(pairs),
         "fidelities": [pair["fidelity"] for pair in pairs],
         "freed": freed,
@@ -142,6 +169,19 @@ async def drive(controller: Controller, args: argparse.Namespace) -> int:
     }
     print("summary " + json.dumps(summary, sort_keys=True))
     return 0 if failure is None else 1
+
+
+async def link_drill(controller: Controller, src: str, dst: str) -> dict:
+    """Cut the fibre src-dst, see src report it down, restore it, see it up again."""
+    cut = await controller.call(src, "fault", fault="cut", remote_node_id=dst)
+    if cut["kind"] != "fault":
+        return {"error": cut["error_code"], "message": cut["message"]}
+    down = await controller.wait_event(src, "link_down", peer=dst)
+    print(f"link {down['link']} is down ({down['reason']}): a controller would reroute now")
+    await controller.call(src, "fault", fault="restore", remote_node_id=dst)
+    up = await controller.wait_event(src, "link_up", peer=dst)
+    print(f"link {up['link']} is up again")
+    return {"link": down["link"], "down_reason": down["reason"], "up_again": True}
 
 
 def _brief(body: dict) -> str:
@@ -159,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minimum-fidelity", type=float, default=0.0)
     parser.add_argument("--max-time-s", type=float, default=10.0, help="emulated deadline")
     parser.add_argument("--timeout-s", type=float, default=TIMEOUT_S, help="wall-clock limit")
+    parser.add_argument(
+        "--link-drill", action="store_true", help="then cut the src-dst fibre and restore it"
+    )
     return asyncio.run(run(parser.parse_args(argv)))
 
 

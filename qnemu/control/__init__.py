@@ -6,10 +6,12 @@
                 documentation (`schema` renders them into docs/mqtt-api.md).
 - `dispatch`:   the sans-IO request handler a node runs: topic and bytes in, payloads out
                 (through a `publish` callback). It never touches a socket.
+- `launcher_payloads`: the launcher's payloads (`qnemu/<network>/launcher/...`).
+- `alarms`:     thresholds with hysteresis (key_pool_low).
 - `connection`: the broker URL and the reconnect back-off.
-
-The MQTT I/O itself (aiomqtt, the reconnect loop, the publisher) lives in
-`qnemu.node.mqtt`, the node extension; nothing here imports aiomqtt.
+- `session`:    the MQTT client itself (aiomqtt, the reconnect loop, the outbox), shared
+                by the node extension (`qnemu.node.mqtt`) and the launcher
+                (`qnemu.launch.mqtt`); the only module that imports aiomqtt.
 """
 
 from qnemu.control.connection import BrokerAddress, ExponentialBackoff, parse_broker_url

@@ -8,18 +8,30 @@ published by a node. Times named `*_time_s` are Unix wall-clock seconds; `create
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from qnemu.wire.control import EntangleOk
 
 __all__ = [
     "CORRELATION_ID_PATTERN",
+    "AppRequestPayload",
+    "AppResponse",
     "DoneResponse",
     "EntangleRequestPayload",
     "ErrorResponse",
+    "FaultAppliedEvent",
+    "FaultClearedEvent",
+    "FaultRequestPayload",
+    "FaultResponse",
     "FreeRequestPayload",
     "FreedResponse",
+    "KeyPayload",
+    "KeyPoolLowEvent",
+    "KeyRequestPayload",
+    "KeysResponse",
+    "LinkDownEvent",
     "LinkState",
+    "LinkUpEvent",
     "MemoryState",
     "NodeStartedEvent",
     "NodeState",
@@ -27,6 +39,7 @@ __all__ = [
     "PairDeliveredEvent",
     "PairPayload",
     "PairResponse",
+    "QberAlarmEvent",
     "RequestFailedEvent",
     "RequestRejectedEvent",
     "json_safe",
@@ -39,6 +52,9 @@ CorrelationId = Annotated[str, StringConstraints(pattern=CORRELATION_ID_PATTERN)
 StrictInt = Annotated[int, Field(strict=True)]
 Fidelity = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 MAX_FREE_QUBITS = 4096
+MAX_KEYS = 128  # per key request, as the KME's max_key_per_request
+Name = Annotated[str, StringConstraints(min_length=1, max_length=63)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
 class _Payload(BaseModel):
@@ -69,6 +85,84 @@ class FreeRequestPayload(_Payload):
         list[Annotated[int, Field(strict=True, ge=0)]],
         Field(min_length=1, max_length=MAX_FREE_QUBITS),
     ]
+
+
+class KeyRequestPayload(_Payload):
+    """Keys from this node's KME under the ETSI GS QKD 014 rules. Without `key_ids`: new
+    keys for master SAE `sae_id` shared with `slave_sae_id` (or `remote_node_id`'s first
+    SAE). With `key_ids`: at the other end, the keys master SAE `master_sae_id` (or
+    `remote_node_id`'s first SAE) got for slave `sae_id`: each handed out once only."""
+
+    correlation_id: CorrelationId
+    sae_id: Name | None = None  # an SAE of this node; default: its first
+    remote_node_id: Name | None = None
+    slave_sae_id: Name | None = None
+    number: Annotated[int, Field(strict=True, ge=1, le=MAX_KEYS)] = 1
+    size: Annotated[int, Field(strict=True, ge=8)] | None = None  # bits; default the KME's
+    master_sae_id: Name | None = None
+    key_ids: Annotated[list[Name], Field(min_length=1, max_length=MAX_KEYS)] | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "KeyRequestPayload":
+        given = self.model_fields_set
+        if self.key_ids is None:
+            if "master_sae_id" in given:
+                raise ValueError("master_sae_id goes with key_ids (fetching keys by ID)")
+            if (self.slave_sae_id is None) == (self.remote_node_id is None):
+                raise ValueError("name the other end: slave_sae_id or remote_node_id (one)")
+        else:
+            if given & {"slave_sae_id", "number", "size"}:
+                raise ValueError("key_ids fetches existing keys: no slave_sae_id, number, size")
+            if (self.master_sae_id is None) == (self.remote_node_id is None):
+                raise ValueError("name the other end: master_sae_id or remote_node_id (one)")
+        return self
+
+
+class AppRequestPayload(_Payload):
+    """The application attached to this node (`qnemu app`): `status` tells which app and
+    the qubits it owns; `detach` ends its session (its qubits freed, its waiting
+    receives answered with an error). Starting an app is not offered: an app is Python
+    code run by `qnemu app` as a client process, never code sent to a node."""
+
+    correlation_id: CorrelationId
+    action: Literal["status", "detach"] = "status"
+
+
+FAULT_FIELDS = {  # fault -> the fields it takes besides correlation_id and fault
+    "cut": {"remote_node_id"},
+    "restore": {"remote_node_id"},
+    "set_link": {"remote_node_id", "link"},
+    "eavesdrop": {"remote_node_id", "fraction"},
+    "classical": {"drop_fraction", "extra_delay_s"},
+    "clear": set(),
+}
+
+
+class FaultRequestPayload(_Payload):
+    """Break this node or one of its links on purpose, or mend it (docs/faults.md): cut or
+    restore the fibre to `remote_node_id` (both nodes and the station), change the link
+    (`link`: topology link fields), add an eavesdropper, drop or delay a fraction of the
+    classical messages this node receives, or clear the faults of the node and its links."""
+
+    correlation_id: CorrelationId
+    fault: Literal["cut", "restore", "set_link", "eavesdrop", "classical", "clear"]
+    remote_node_id: Name | None = None
+    link: dict[str, float | int | str | bool | None] | None = None
+    fraction: Fraction = 1.0
+    drop_fraction: Fraction = 0.0
+    extra_delay_s: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
+
+    @model_validator(mode="after")
+    def _fields_of_the_fault(self) -> "FaultRequestPayload":
+        allowed = FAULT_FIELDS[self.fault]
+        extra = sorted(self.model_fields_set - allowed - {"correlation_id", "fault"})
+        if extra:
+            raise ValueError(f"fault {self.fault} does not take {', '.join(extra)}")
+        if "remote_node_id" in allowed and self.remote_node_id is None:
+            raise ValueError(f"fault {self.fault} needs remote_node_id (the link's other node)")
+        if self.fault == "set_link" and not self.link:
+            raise ValueError("set_link needs link: the link fields to change")
+        return self
 
 
 # ---- responses (node → control program, on .../response/<correlation_id>) --------------
@@ -137,6 +231,48 @@ class FreedResponse(_Payload):
     not_held: list[int]
 
 
+class KeyPayload(_Payload):
+    """One key: its UUID and its bytes in Base64 (the ETSI 014 key container's words)."""
+
+    key_ID: str
+    key: str
+
+
+class KeysResponse(_Payload):
+    """The answer to a key request: the keys, and which SAEs share them."""
+
+    kind: Literal["keys"] = "keys"
+    correlation_id: str
+    final: Literal[True] = True
+    master_sae_id: str
+    slave_sae_id: str
+    keys: list[KeyPayload]
+
+
+class AppResponse(_Payload):
+    """The answer to an app request: the app attached before it (None: no app)."""
+
+    kind: Literal["app"] = "app"
+    correlation_id: str
+    final: Literal[True] = True
+    action: str
+    attached: bool
+    app: str | None
+    qubits: list[int]
+    freed: StrictInt = 0  # detach: the qubits released
+
+
+class FaultResponse(_Payload):
+    """The answer to a fault request: each process involved, with its faults now (or why
+    it was not reached)."""
+
+    kind: Literal["fault"] = "fault"
+    correlation_id: str
+    final: Literal[True] = True
+    fault: str
+    processes: dict[str, Any]
+
+
 # ---- events (node → anyone, on .../event/<kind>) ----------------------------------------
 
 
@@ -188,6 +324,73 @@ class RequestRejectedEvent(_Event):
     message: str
 
 
+class LinkUpEvent(_Event):
+    """A link of this node works again: no cut fibre, the peer and the station answer."""
+
+    kind: Literal["link_up"] = "link_up"
+    link: str
+    peer: str
+    station: str
+
+
+class LinkDownEvent(_Event):
+    """A link of this node stopped working: `fibre_cut` (this node's fibre to the peer or
+    station is cut), `peer_unreachable` or `station_unreachable` (probes unanswered)."""
+
+    kind: Literal["link_down"] = "link_down"
+    link: str
+    peer: str
+    station: str
+    reason: Literal["fibre_cut", "peer_unreachable", "station_unreachable"]
+
+
+class QberAlarmEvent(_Event):
+    """A QKD key block's sample QBER was above the abort threshold: the block is discarded
+    (an eavesdropper, a noisy fibre)."""
+
+    kind: Literal["qber_alarm"] = "qber_alarm"
+    link: str
+    peer: str
+    block: str
+    qber: float
+    qber_upper: float | None
+    threshold: float
+    result: str
+
+
+class KeyPoolLowEvent(_Event):
+    """The key this node shares with `peer` fell below `threshold_bits` (told again only
+    after it has been back at `rearm_bits` or more)."""
+
+    kind: Literal["key_pool_low"] = "key_pool_low"
+    peer: str
+    pool_bits: StrictInt
+    threshold_bits: StrictInt
+    rearm_bits: StrictInt
+
+
+class FaultAppliedEvent(_Event):
+    """A fault appeared (or changed) on this node or on one of its links, whoever set it.
+    `process` is where it acts (this node or the link's station); `link` is None for a
+    fault of the whole node."""
+
+    kind: Literal["fault_applied"] = "fault_applied"
+    fault: str
+    link: str | None
+    process: str
+    parameters: dict[str, Any]
+
+
+class FaultClearedEvent(_Event):
+    """A fault went away from this node or one of its links (`parameters`: what it was)."""
+
+    kind: Literal["fault_cleared"] = "fault_cleared"
+    fault: str
+    link: str | None
+    process: str
+    parameters: dict[str, Any]
+
+
 # ---- retained state (node → anyone, on .../state) ---------------------------------------
 
 
@@ -202,6 +405,8 @@ class LinkState(_Payload):
     delivered: StrictInt
     heralded: StrictInt
     mean_fidelity: float | None
+    up: bool | None = None  # what the node's link watch found (None: not watched)
+    down_reason: str | None = None
 
 
 class NodeState(_Payload):

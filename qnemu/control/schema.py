@@ -12,17 +12,38 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
+from qnemu.control.launcher_payloads import (
+    LauncherState,
+    ProcessExitedEvent,
+    ProcessPausedEvent,
+    ProcessRequestPayload,
+    ProcessResponse,
+    ProcessResumedEvent,
+    ProcessStartedEvent,
+)
 from qnemu.control.payloads import (
+    AppRequestPayload,
+    AppResponse,
     DoneResponse,
     EntangleRequestPayload,
     ErrorResponse,
+    FaultAppliedEvent,
+    FaultClearedEvent,
+    FaultRequestPayload,
+    FaultResponse,
     FreedResponse,
     FreeRequestPayload,
+    KeyPoolLowEvent,
+    KeyRequestPayload,
+    KeysResponse,
+    LinkDownEvent,
+    LinkUpEvent,
     NodeStartedEvent,
     NodeState,
     NodeStoppingEvent,
     PairDeliveredEvent,
     PairResponse,
+    QberAlarmEvent,
     RequestFailedEvent,
     RequestRejectedEvent,
 )
@@ -33,20 +54,44 @@ BEGIN = "<!-- BEGIN GENERATED SCHEMAS (python -m qnemu.control.schema --write do
 END = "<!-- END GENERATED SCHEMAS -->"
 
 Response = Annotated[
-    PairResponse | DoneResponse | ErrorResponse | FreedResponse, Field(discriminator="kind")
+    PairResponse
+    | DoneResponse
+    | ErrorResponse
+    | FreedResponse
+    | KeysResponse
+    | FaultResponse
+    | AppResponse,
+    Field(discriminator="kind"),
 ]
+LauncherResponse = Annotated[ProcessResponse | ErrorResponse, Field(discriminator="kind")]
 
-# (topic under qnemu/<network>/<node>/, who publishes, payload type)
+# (topic under qnemu/<network>/, who publishes, payload type)
 TOPIC_SCHEMAS: list[tuple[str, str, Any]] = [
-    ("request/entangle", "controller", EntangleRequestPayload),
-    ("request/free", "controller", FreeRequestPayload),
-    ("response/<correlation_id>", "node", Response),
-    ("event/node_started", "node", NodeStartedEvent),
-    ("event/node_stopping", "node", NodeStoppingEvent),
-    ("event/pair_delivered", "node", PairDeliveredEvent),
-    ("event/request_failed", "node", RequestFailedEvent),
-    ("event/request_rejected", "node", RequestRejectedEvent),
-    ("state (retained)", "node", NodeState),
+    ("<node>/request/entangle", "controller", EntangleRequestPayload),
+    ("<node>/request/free", "controller", FreeRequestPayload),
+    ("<node>/request/key", "controller", KeyRequestPayload),
+    ("<node>/request/fault", "controller", FaultRequestPayload),
+    ("<node>/request/app", "controller", AppRequestPayload),
+    ("<node>/response/<correlation_id>", "node", Response),
+    ("<node>/event/node_started", "node", NodeStartedEvent),
+    ("<node>/event/node_stopping", "node", NodeStoppingEvent),
+    ("<node>/event/pair_delivered", "node", PairDeliveredEvent),
+    ("<node>/event/request_failed", "node", RequestFailedEvent),
+    ("<node>/event/request_rejected", "node", RequestRejectedEvent),
+    ("<node>/event/link_up", "node", LinkUpEvent),
+    ("<node>/event/link_down", "node", LinkDownEvent),
+    ("<node>/event/qber_alarm", "node", QberAlarmEvent),
+    ("<node>/event/key_pool_low", "node", KeyPoolLowEvent),
+    ("<node>/event/fault_applied", "node", FaultAppliedEvent),
+    ("<node>/event/fault_cleared", "node", FaultClearedEvent),
+    ("<node>/state (retained)", "node", NodeState),
+    ("launcher/request/process", "controller", ProcessRequestPayload),
+    ("launcher/response/<correlation_id>", "launcher", LauncherResponse),
+    ("launcher/event/process_started", "launcher", ProcessStartedEvent),
+    ("launcher/event/process_exited", "launcher", ProcessExitedEvent),
+    ("launcher/event/process_paused", "launcher", ProcessPausedEvent),
+    ("launcher/event/process_resumed", "launcher", ProcessResumedEvent),
+    ("launcher/state (retained)", "launcher", LauncherState),
 ]
 
 
@@ -62,7 +107,7 @@ def render_markdown() -> str:
     for topic, publisher, payload_type in TOPIC_SCHEMAS:
         schema = json.dumps(json_schema(payload_type, publisher), indent=2, sort_keys=True)
         parts += [
-            f"### `qnemu/<network>/<node>/{topic}`",
+            f"### `qnemu/<network>/{topic}`",
             "",
             f"Published by the {publisher}.",
             "",

@@ -4,6 +4,9 @@ from dataclasses import dataclass
 
 __all__ = [
     "EVENT_KINDS",
+    "LAUNCHER",
+    "LAUNCHER_EVENT_KINDS",
+    "LAUNCHER_REQUEST_KINDS",
     "REQUEST_KINDS",
     "TOPIC_ROOT",
     "NodeTopics",
@@ -14,14 +17,23 @@ __all__ = [
 ]
 
 TOPIC_ROOT = "qnemu"
-REQUEST_KINDS = ("entangle", "free")
+REQUEST_KINDS = ("entangle", "free", "key", "fault", "app")
 EVENT_KINDS = (
     "node_started",
     "node_stopping",
     "pair_delivered",
     "request_failed",
     "request_rejected",
+    "link_up",
+    "link_down",
+    "qber_alarm",
+    "key_pool_low",
+    "fault_applied",
+    "fault_cleared",
 )
+LAUNCHER = "launcher"  # the launcher's topics: qnemu/<network>/launcher/...
+LAUNCHER_REQUEST_KINDS = ("process",)
+LAUNCHER_EVENT_KINDS = ("process_started", "process_exited", "process_paused", "process_resumed")
 SECTIONS = ("request", "response", "event", "state")
 
 

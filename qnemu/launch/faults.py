@@ -7,7 +7,9 @@ signals to the pids in `status.json`.
 
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +74,16 @@ async def clear_faults(run_dir: Path) -> dict[str, Any]:
     return results
 
 
-def process_fault(run_dir: Path, name: str, kind: str, grace_s: float = 5.0) -> str:
-    """Signal (or restart) one process of the run; returns what was done."""
+def process_fault(
+    run_dir: Path,
+    name: str,
+    kind: str,
+    grace_s: float = 5.0,
+    started: Callable[[str, subprocess.Popen], None] | None = None,
+) -> str:
+    """Signal (or restart) one process of the run; returns what was done.
+
+    `started` is told of a restarted process (the launcher keeps its children)."""
     plan = RunPlan.read(run_dir)
     process = plan.process(name)  # KeyError names the known processes
     status = read_status(run_dir)
@@ -98,4 +108,6 @@ def process_fault(run_dir: Path, name: str, kind: str, grace_s: float = 5.0) -> 
     child = start_process(run_dir, process)
     entry["pid"] = child.pid
     write_json(Path(run_dir) / STATUS_FILE, status)
+    if started is not None:
+        started(name, child)
     return f"restart: {name} runs again as pid {child.pid}"

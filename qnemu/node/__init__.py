@@ -4,6 +4,10 @@ Owns: a quantum memory of qubit *handles* (`memory.py`), the link layer towards 
 neighbour (`requests.py`: credits, halves, pair assembly; `service.py`: the messages),
 and control for clients (entangle, measure, free). Never touches amplitudes: every
 quantum operation is a request to the state broker.
+
+Extensions add the rest: applications (`apps.py`), QKD and the KME (`qkd.py`), and the
+northbound MQTT control (`mqtt.py`, with `mqtt_services.py` for its key, fault and app
+requests and `linkwatch.py` for what the node can tell about its links).
 """
 
 from qnemu.node.memory import HeldQubit, QuantumMemory

@@ -247,6 +247,25 @@ class NodeApps:
             await self.node.release_qubits(held)
         return len(held)
 
+    def describe(self) -> dict[str, Any]:
+        """Which app is attached and the qubits it owns (the MQTT `app` request)."""
+        session = self.session
+        if session is None:
+            return {"attached": False, "app": None, "qubits": []}
+        return {"attached": True, "app": session.app, "qubits": sorted(session.owned)}
+
+    async def force_detach(self) -> int:
+        """End the attached app's session from outside (the MQTT `app` request): its
+        waiting receives are answered with an error, its qubits freed; returns how many."""
+        message = f"the app was detached from {self.node.name} by a control program"
+        for message_waiters in self.message_waiters.values():
+            for origin, parent in message_waiters:
+                self._error(origin, parent, "detached", message)
+        for epr_waiters in self.epr_waiters.values():
+            for waiter in epr_waiters:
+                self._error(waiter.origin, waiter.parent_id, "detached", message)
+        return await self._end_session()
+
     def _error(self, origin: Origin, envelope: Envelope | str, code: str, message: str) -> None:
         parent = envelope if isinstance(envelope, str) else envelope.header.msg_id
         self.node.reply(origin, ErrorReply(code, message), parent_id=parent)

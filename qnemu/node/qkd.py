@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,6 +256,9 @@ class QkdExtension:
         self.kme: KmeServer | None = None
         self.kme_url: str | None = None
         self.links: dict[str, _Link] = {}
+        self.api: KeyDeliveryApi | None = None  # the KME's logic, once it serves
+        # (peer, link name, result) of every key block post-processed (MQTT: qber_alarm)
+        self.block_listeners: list[Callable[[str, str, BlockResult], None]] = []
         self.shared = f"qnemu-qkd/{topology.name}/{seed}".encode()  # pre-shared: docs/qkd.md
         for peer, link_name in qkd_links(topology, node.name).items():
             first = node.name < peer
@@ -392,7 +396,7 @@ class QkdExtension:
             self._reserve_at_peer,
             key_relay=self.relay,
         )
-        self.m_kme.api = api
+        self.m_kme.api = self.api = api
         info = kme_info_path(state_dir, self.node.name)
         port = self.kme_port or 0
         with contextlib.suppress(OSError, ValueError, KeyError):
@@ -603,6 +607,8 @@ class QkdExtension:
         if result.result == "ok":
             figures["secret_key_bits"] += result.key_bits
             self.m_secret.labels(peer=link.peer).inc(result.key_bits)
+        for listener in self.block_listeners:
+            listener(link.peer, link.name, result)
 
     # ---- KME reservations over the classical channel ------------------------------------
 

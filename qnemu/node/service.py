@@ -125,6 +125,7 @@ class NodeService(Service):
         # (request, sequence_number, half) for every half this node measures in measure
         # mode, at either end of the link, before the peer reports it (QKD's raw key).
         self.half_measured_listeners: list[Callable[[LinkRequest, int, LocalHalf], None]] = []
+        self.fault_listeners: list[Callable[[], None]] = []  # called after each fault applied
         self._next_create_id = 1
         self._link_stats = {
             peer: {"delivered": 0, "heralded": 0, "fidelity_sum": 0.0} for peer in neighbours
@@ -633,6 +634,11 @@ class NodeService(Service):
     def apply_fault(self, kind: str, target: str | None, parameters: dict[str, Any]) -> None:
         """Cutting the fibre to a neighbour cuts its station too; halves waiting for the
         peer's report are lost with the fibre (their requests go on, or time out)."""
+        self._apply_fault(kind, target, parameters)
+        for listener in self.fault_listeners:  # e.g. MQTT control: tell fault_applied now
+            listener()
+
+    def _apply_fault(self, kind: str, target: str | None, parameters: dict[str, Any]) -> None:
         super().apply_fault(kind, target, parameters)
         neighbour = self.neighbours.get(target or "")
         if kind not in ("cut", "restore") or neighbour is None:

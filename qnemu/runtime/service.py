@@ -373,7 +373,10 @@ class Service:
                 pending.set_result(envelope)
             return
         from_peer = sender in self.delays_s
-        if self.faults.drops_incoming(sender, from_peer):
+        # Fault requests are the test's control plane, not traffic on the emulated fibre:
+        # a node mending its link must reach the peer and station that cut it off.
+        controls = envelope.header.msg_type == FaultRequest.msg_type
+        if not controls and self.faults.drops_incoming(sender, from_peer):
             self.metrics.rejected.labels(reason="fault_dropped").inc()
             return
         due_at = envelope.header.sent_at + self.delays_s.get(sender, 0.0)

@@ -244,9 +244,17 @@ class StationService(Service):
             **super().describe_faults(),
             "link_cut": self.paused,
             "eavesdrop_fraction": self.eavesdrop_fraction,
+            "link_changed": self._link_changes(),
             "success_probability": self.physics.success_probability,
             "fidelity": self.physics.fidelity,
         }
+
+    def _link_changes(self) -> dict[str, Any]:
+        """The link parameters a `set_link` fault changed: name -> value now."""
+        if self.link is None or self.link == self.configured_link:
+            return {}
+        now, configured = self.link.model_dump(), self.configured_link.model_dump()
+        return {key: value for key, value in now.items() if configured.get(key) != value}
 
     def _next_generation(self) -> _Generation | None:
         if self.paused:
@@ -403,6 +411,7 @@ class StationService(Service):
             "expected_rate_hz": self.physics.expected_rate_hz,
             "uptime_s": self.clock.now() - self.started_at,
             "active_requests": len(self._generations),
+            "faults": self.describe_faults(),  # nodes watch their links' faults (linkwatch)
         }
 
 

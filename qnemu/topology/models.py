@@ -202,6 +202,9 @@ class MqttConfig(_Strict):
     """Where the network's northbound MQTT interface connects."""
 
     url: Annotated[str, StringConstraints(pattern=r"^mqtts?://[^\s/]+(:[0-9]+)?/?$")]
+    # key_pool_low when a node's key with a peer falls below this; told again only after
+    # the pool was back at twice as much (docs/mqtt-api.md)
+    key_pool_low_bits: Annotated[int, Field(strict=True, gt=0)] = 4096
 
 
 class Topology(_Strict):

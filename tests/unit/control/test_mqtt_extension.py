@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import CollectorRegistry
 
+from qnemu.control import session
 from qnemu.control.connection import BrokerAddress, ExponentialBackoff
 from qnemu.control.payloads import NodeStoppingEvent
 from qnemu.node import mqtt
@@ -51,7 +52,7 @@ def test_no_mqtt_section_no_extension():
 
 def test_an_mqtt_section_builds_the_control_of_that_node():
     topology = parse_topology(SPEC | {"mqtt": {"url": "mqtt://10.1.2.3:1999"}}, origin="test")
-    if mqtt.aiomqtt is None:
+    if session.aiomqtt is None:
         pytest.skip("aiomqtt not installed")
     built = mqtt.extension(FakeNode(), topology, None)
     assert isinstance(built, mqtt.MqttControl)
@@ -61,7 +62,7 @@ def test_an_mqtt_section_builds_the_control_of_that_node():
 
 
 def test_without_aiomqtt_the_node_runs_without_mqtt_and_says_why(monkeypatch, caplog):
-    monkeypatch.setattr(mqtt, "aiomqtt", None)
+    monkeypatch.setattr(session, "aiomqtt", None)
     topology = parse_topology(SPEC | {"mqtt": {"url": "mqtt://localhost"}}, origin="test")
     with caplog.at_level(logging.ERROR):
         assert mqtt.extension(FakeNode(), topology, None) is None
@@ -69,12 +70,12 @@ def test_without_aiomqtt_the_node_runs_without_mqtt_and_says_why(monkeypatch, ca
 
 
 def test_the_outbox_is_bounded_and_counts_what_it_drops(monkeypatch):
-    monkeypatch.setattr(mqtt, "OUTBOX_LIMIT", 3)
+    monkeypatch.setattr(session, "OUTBOX_LIMIT", 3)
     link = control()
     event = NodeStoppingEvent(network="lab", node="alice", wall_time_s=0, emulated_time_s=0)
     for _ in range(5):
-        link._enqueue("t", event, False)
-    assert len(link._outbox) == 3 and link.dropped == 2
+        link._publish("t", event, False)
+    assert len(link.session._outbox) == 3 and link.session.dropped == 2
     assert link.node.registry.get_sample_value("qnemu_mqtt_messages_dropped_total") == 2
 
 
@@ -112,7 +113,7 @@ class _Unreachable:
 
 async def test_an_unreachable_broker_is_retried_with_back_off_until_cancelled(monkeypatch):
     fake = _Unreachable()
-    monkeypatch.setattr(mqtt, "aiomqtt", fake)
+    monkeypatch.setattr(session, "aiomqtt", fake)
     link = control(backoff=ExponentialBackoff(0.01, 0.02, jitter=0.0))
     task = asyncio.create_task(link.run())
     await asyncio.sleep(0.2)
