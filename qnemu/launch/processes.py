@@ -29,11 +29,17 @@ from qnemu.runtime.curve import process_identity
 __all__ = ["build_service", "node_extensions", "serve"]
 
 
-def node_extensions() -> list:
-    """Builders of node extensions: (node, topology, plan) -> NodeExtension | None."""
-    from qnemu.node import apps, mqtt, qkd
+def node_extensions(topology) -> list:
+    """Builders of node extensions: (node, topology, plan) -> NodeExtension | None. The
+    MQTT control (and its client library) only where the topology names a broker."""
+    from qnemu.node import apps, qkd
 
-    return [apps.extension, qkd.extension, mqtt.extension]
+    builders = [apps.extension, qkd.extension]
+    if topology.mqtt is not None:
+        from qnemu.node import mqtt
+
+        builders.append(mqtt.extension)
+    return builders
 
 
 def build_service(plan: RunPlan, name: str, run_dir: Path | None = None) -> Service:
@@ -129,7 +135,8 @@ def build_service(plan: RunPlan, name: str, run_dir: Path | None = None) -> Serv
         **common,
     )
     node.run_dir = run_dir
-    for build in node_extensions():  # each decides from the topology whether this node needs it
+    # Each extension decides from the topology whether this node needs it.
+    for build in node_extensions(topology):
         extension = build(node, topology, plan)
         if extension is not None:
             node.add_extension(extension)
