@@ -530,8 +530,6 @@ class QkdExtension:
             sampled = await source.next_block()
             block_id = f"{link.name}/{self.session}/{link.next_block}"
             link.next_block += 1
-            link.figures["pulses"] += sampled.n_pulses
-            link.figures["detections"] += sampled.n_detections
             block = DecoyAliceBlock(
                 link.name,
                 block_id,
@@ -543,6 +541,9 @@ class QkdExtension:
             )
             self._send(link, block.quantum_channel())
             await self._run_alice_block(link, block)
+            # Counted once the block is over, so pulses and secret bits stay comparable.
+            link.figures["pulses"] += sampled.n_pulses
+            link.figures["detections"] += sampled.n_detections
 
     async def _alice_block(self, link: _Link, block: AliceBlock) -> BlockResult:
         self._send(link, block.sift_request())
