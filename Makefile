@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/repeater_chain.py
 	$(BIN)/python bench/teleport.py
 	$(BIN)/python bench/ring_scale.py
+	$(BIN)/python bench/decoy_bb84.py
 
 clean:
 	rm -rf $(VENV) qnemu-runs .pytest_cache
