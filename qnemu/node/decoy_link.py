@@ -3,8 +3,9 @@
 A 1 GHz source cannot be emulated pulse by pulse. Each block of `pulses` pulses lasts
 pulses / source_rate_hz of emulated time; when that time has passed, the whole block
 is sampled at once (`qnemu.qkd.decoy_bb84.sample_block`, vectorised numpy), so raw key
-appears at the physical rate and never faster. When sampling and post-processing take
-longer than a block lasts, at most one elapsed block is sampled at once and the rest of
+appears at the physical rate and never faster. The node asks for the next block when
+post-processing has room for it (`qnemu.node.qkd.DECOY_BLOCKS_IN_FLIGHT`); when that
+comes later than the block's end, one elapsed block is sampled at once and the rest of
 the elapsed time is skipped: the link then simply falls behind its physical rate (what
 `bench/decoy_bb84.py` reports as the ratio emulated/physical).
 """

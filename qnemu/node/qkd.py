@@ -104,7 +104,11 @@ POST_PROCESSING = (
 # Decoy blocks reveal only a tenth of the sifted signal bits: their QBER serves the abort
 # test and Cascade, the key length rests on the decoy bounds (docs/qkd.md).
 DECOY_SAMPLE_FRACTION = 0.1
-RECORDS_KEPT = 4  # Bob's detector records waiting for their sift request
+# Decoy blocks post-processed at once on a link: the source goes on while earlier blocks
+# wait for the peer's answers, as a real system's would (Cascade is mostly round trips).
+DECOY_BLOCKS_IN_FLIGHT = 3
+RECORDS_KEPT = 2 * DECOY_BLOCKS_IN_FLIGHT  # Bob's records waiting for their sift request
+BLOCKS_KEPT = 2 * DECOY_BLOCKS_IN_FLIGHT  # Bob's open blocks (more: Alice gave some up)
 
 
 def qkd_links(topology, name: str) -> dict[str, str]:
@@ -183,8 +187,8 @@ class _Link:
     relay_reply_key: bytes
     raw: list[tuple[int, int, int, int]] = field(default_factory=list)  # Alice's own halves
     halves: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # Bob's
-    inbox: asyncio.Queue = field(default_factory=asyncio.Queue)  # Alice: Bob's messages
-    block: BobBlock | None = None
+    inboxes: dict[str, asyncio.Queue] = field(default_factory=dict)  # Alice: Bob's, by block
+    blocks: dict[str, BobBlock] = field(default_factory=dict)  # Bob: open blocks by ID
     next_block: int = 0
     figures: dict[str, Any] = field(default_factory=dict)
     decoy: DecoyBB84LinkConfig | None = None  # a bb84_decoy link: its configuration
@@ -511,6 +515,7 @@ class QkdExtension:
             await self._run_alice_block(link, block)
 
     async def _run_alice_block(self, link: _Link, block: AliceBlock) -> None:
+        link.inboxes[block.block] = asyncio.Queue()
         try:
             result = await self._alice_block(link, block)
         except (TimeoutError, _BlockAborted, ValueError) as error:
@@ -518,32 +523,45 @@ class QkdExtension:
             if not isinstance(error, _BlockAborted):
                 self._send(link, QkdBlockAbort(link.name, block.block, type(error).__name__))
             result = BlockResult(block.block, "abandoned", int(block.pairs.shape[0]))
+        finally:
+            del link.inboxes[block.block]
         self._record(link, result)
 
     async def _decoy_blocks(self, link: _Link) -> None:
         """Alice on a bb84_decoy link: a block of pulses, Bob's record over the fibre,
-        then post-processing; the next block starts when this one is done."""
+        then post-processing, up to DECOY_BLOCKS_IN_FLIGHT blocks at once."""
         source, config = link.source, link.decoy
         assert source is not None and config is not None
         settings = dataclasses.replace(self.settings, sample_fraction=DECOY_SAMPLE_FRACTION)
-        while True:
-            sampled = await source.next_block()
-            block_id = f"{link.name}/{self.session}/{link.next_block}"
-            link.next_block += 1
-            block = DecoyAliceBlock(
-                link.name,
-                block_id,
-                sampled,
-                config.intensities.signal,
-                config.intensities.decoy,
-                settings,
-                self.rng,
-            )
-            self._send(link, block.quantum_channel())
+        in_flight = asyncio.Semaphore(DECOY_BLOCKS_IN_FLIGHT)
+        async with asyncio.TaskGroup() as tasks:
+            while True:
+                await in_flight.acquire()
+                sampled = await source.next_block()  # one after another: the source's pace
+                block_id = f"{link.name}/{self.session}/{link.next_block}"
+                link.next_block += 1
+                block = DecoyAliceBlock(
+                    link.name,
+                    block_id,
+                    sampled,
+                    config.intensities.signal,
+                    config.intensities.decoy,
+                    settings,
+                    self.rng,
+                )
+                self._send(link, block.quantum_channel())
+                tasks.create_task(self._decoy_block(link, block, in_flight))
+
+    async def _decoy_block(
+        self, link: _Link, block: DecoyAliceBlock, in_flight: asyncio.Semaphore
+    ) -> None:
+        try:
             await self._run_alice_block(link, block)
-            # Counted once the block is over, so pulses and secret bits stay comparable.
-            link.figures["pulses"] += sampled.n_pulses
-            link.figures["detections"] += sampled.n_detections
+        finally:
+            in_flight.release()
+        # Counted once the block is over, so pulses and secret bits stay comparable.
+        link.figures["pulses"] += block.sampled.n_pulses
+        link.figures["detections"] += block.sampled.n_detections
 
     async def _alice_block(self, link: _Link, block: AliceBlock) -> BlockResult:
         self._send(link, block.sift_request())
@@ -572,20 +590,16 @@ class QkdExtension:
             return result
 
     async def _expect(self, link: _Link, block: str, kinds) -> Any:
-        deadline = asyncio.get_running_loop().time() + STEP_TIMEOUT_S
-        while True:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                raise TimeoutError(f"no {kinds} from {link.peer} for block {block}")
-            async with asyncio.timeout(remaining):
-                message = await link.inbox.get()
-            if message.block != block:
-                continue  # left over from a block given up
-            if isinstance(message, QkdBlockAbort):
-                raise _BlockAborted(message.reason)
-            if isinstance(message, kinds):
-                return message
-            raise ValueError(f"unexpected {message.msg_type} in block {block}")
+        try:
+            async with asyncio.timeout(STEP_TIMEOUT_S):
+                message = await link.inboxes[block].get()
+        except TimeoutError:
+            raise TimeoutError(f"no {kinds} from {link.peer} for block {block}") from None
+        if isinstance(message, QkdBlockAbort):
+            raise _BlockAborted(message.reason)
+        if isinstance(message, kinds):
+            return message
+        raise ValueError(f"unexpected {message.msg_type} in block {block}")
 
     # ---- Bob: halves and answers ---------------------------------------------------------
 
@@ -615,7 +629,7 @@ class QkdExtension:
             if record is None or config is None:
                 raise ValueError(f"no detector record for block {body.block}")
             settings = dataclasses.replace(self.settings, sample_fraction=DECOY_SAMPLE_FRACTION)
-            link.block = DecoyBobBlock(
+            decoy_block = DecoyBobBlock(
                 link.name,
                 body.block,
                 record,
@@ -624,20 +638,22 @@ class QkdExtension:
                 settings,
                 self.rng,
             )
-            self._send(link, link.block.on_sift_request(body))
+            self._open_bob_block(link, decoy_block)
+            self._send(link, decoy_block.on_sift_request(body))
             return
         if isinstance(body, QkdSiftRequest):
-            link.block = BobBlock(link.name, body.block, self.settings, self.rng)
-            reply = link.block.on_sift_request(
+            bbm92_block = BobBlock(link.name, body.block, self.settings, self.rng)
+            self._open_bob_block(link, bbm92_block)
+            reply = bbm92_block.on_sift_request(
                 body, lambda create_id, number: link.halves.pop((create_id, number), None)
             )
             self._send(link, reply)
             return
-        block = link.block
-        if block is None or body.block != block.block:
+        block = link.blocks.get(body.block)
+        if block is None:
             return  # a block this end has given up already
         if isinstance(body, QkdBlockAbort):
-            link.block = None
+            del link.blocks[block.block]
             self._record(link, BlockResult(block.block, "abandoned", block.pairs))
         elif isinstance(body, QkdEstimateRequest | QkdDecoyEstimateRequest):
             if isinstance(block, DecoyBobBlock) != isinstance(body, QkdDecoyEstimateRequest):
@@ -645,14 +661,14 @@ class QkdExtension:
             reply, step = block.on_estimate_request(body)
             self._send(link, reply)
             if isinstance(step, BlockResult):
-                link.block = None
+                del link.blocks[block.block]
                 self._record(link, step)
             else:
                 self._send(link, step)
         elif isinstance(body, QkdParityReply):
             self._send(link, block.on_parity_reply(body))
         elif isinstance(body, QkdVerifyReply):
-            link.block = None
+            del link.blocks[block.block]
             result = block.on_verify_reply(body)
             if result.result == "ok":
                 self.node.spawn(self._bob_store(link, result))
@@ -660,6 +676,12 @@ class QkdExtension:
                 self._record(link, result)
         else:
             raise ValueError(f"Bob does not expect {body.msg_type}")
+
+    def _open_bob_block(self, link: _Link, block: BobBlock) -> None:
+        link.blocks[block.block] = block
+        while len(link.blocks) > BLOCKS_KEPT:  # Alice gave these up and her abort was lost
+            stale = link.blocks.pop(next(iter(link.blocks)))
+            self._record(link, BlockResult(stale.block, "abandoned", stale.pairs))
 
     async def _bob_store(self, link: _Link, result: BlockResult) -> None:
         await asyncio.to_thread(self._store_block, link, result)
@@ -687,15 +709,17 @@ class QkdExtension:
             log.warning("%s: unauthenticated %s: %s", self.node.name, envelope.body.msg_type, error)
             return
         if link.role == "alice":
-            link.inbox.put_nowait(body)
+            inbox = link.inboxes.get(body.block)
+            if inbox is not None:  # else: left over from a block given up
+                inbox.put_nowait(body)
             return
         try:
             self._bob_step(link, body)
         except Exception as error:
             log.exception("%s: block %s failed at Bob", self.node.name, body.block)
-            if link.block is not None:
-                self._record(link, BlockResult(link.block.block, "abandoned", link.block.pairs))
-                link.block = None
+            failed = link.blocks.pop(body.block, None)
+            if failed is not None:
+                self._record(link, BlockResult(failed.block, "abandoned", failed.pairs))
             self._send(link, QkdBlockAbort(link.name, body.block, type(error).__name__))
 
     def _record(self, link: _Link, result: BlockResult) -> None:
