@@ -139,7 +139,7 @@ class DecoyAliceBlock(AliceBlock):
         super().__init__(
             link,
             block,
-            np.zeros((detections, 2), dtype=np.int64),  # BBM92's pair IDs: unused here
+            np.broadcast_to(np.zeros(2, dtype=np.int64), (detections, 2)),  # no pair IDs here
             sampled.alice_bit,
             sampled.alice_basis,
             settings,
@@ -244,8 +244,9 @@ class DecoyBobBlock(BobBlock):
         classes = _bits(request.classes)
         if classes.size != self.pairs or (classes.size and classes.max() > VACUUM):
             raise ValueError("decoy estimate: one class (0, 1 or 2) per detection expected")
-        if len(request.pulses_per_class) != _CLASSES:
-            raise ValueError("decoy estimate: pulses of three classes expected")
+        pulses = np.array(request.pulses_per_class, dtype=np.int64)
+        if pulses.size != _CLASSES or np.any(pulses < np.bincount(classes, minlength=_CLASSES)):
+            raise ValueError("decoy estimate: pulses of three classes, each ≥ its detections")
         signal, revealed = _split(self._all_sifted, classes)
         self._sifted = signal
         shown = _bits(request.sample_bits)
@@ -255,7 +256,7 @@ class DecoyBobBlock(BobBlock):
         mine_revealed = self._bits[revealed]
         errors = (shown[size:] != mine_revealed).astype(np.uint8)
         self.decoy = decoy_estimate(
-            np.array(request.pulses_per_class), classes, classes[revealed], errors,
+            pulses, classes, classes[revealed], errors,
             *self.intensities,
         )  # fmt: skip
         signal_request = QkdEstimateRequest(

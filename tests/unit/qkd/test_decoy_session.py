@@ -136,6 +136,8 @@ def test_malformed_messages_are_refused():
     bad_class = bytes([3]) + estimate.classes[1:]
     with pytest.raises(ValueError):
         bob.on_estimate_request(dataclasses.replace(estimate, classes=bad_class))
+    with pytest.raises(ValueError):  # fewer pulses than detections
+        bob.on_estimate_request(dataclasses.replace(estimate, pulses_per_class=[1, 1, 1]))
 
 
 def test_the_quantum_channel_message_carries_only_bobs_record():
