@@ -21,6 +21,7 @@ from etsi_qkd_014_client import QKD014Client
 from qnemu.client import QnemuClient
 from qnemu.launch.faults import link_fault
 from qnemu.launch.pki import pki_paths
+from qnemu.node.qkd import DECOY_BLOCKS_IN_FLIGHT
 from qnemu.qkd.decoy_bb84 import (
     SIGNAL,
     gain,
@@ -100,10 +101,12 @@ def assert_physics(figures: dict, link) -> None:
     physical = secret_key_rate_bps(params) / params.source_rate_hz
     low, high = RATE_RATIO_RANGE
     assert low <= rate / physical <= high, (rate, physical)
-    # The bounds of the last block bracket the true single-photon yield and error rate.
+    # The last block's bounds lie near the true single-photon yield and error rate: one
+    # block has about 3 000 sifted decoy bits, so e1^U carries σ ≈ 0.003 (5σ below) and
+    # Y1^L about 2 % (7σ below, 5σ above).
     true_yield, true_error = single_photon_yield(params), single_photon_error(params)
-    assert 0.85 * true_yield <= figures["single_photon_yield_lower"] <= 1.05 * true_yield
-    assert true_error - 0.005 <= figures["single_photon_error_upper"] <= true_error + 0.02
+    assert 0.85 * true_yield <= figures["single_photon_yield_lower"] <= 1.1 * true_yield
+    assert true_error - 0.015 <= figures["single_photon_error_upper"] <= true_error + 0.025
 
 
 def test_decoy_links_deliver_matching_keys_at_their_physical_statistics(network_factory):
@@ -137,11 +140,16 @@ async def keys_and_physics(network, topology) -> None:
     faults = await link_fault(run_dir, "hub-dc1", "eavesdrop", {"fraction": 1.0})
     assert faults["dc1"]["eavesdrop_fraction"] == {"hub": 1.0}
     async with QnemuClient(network.run_dir) as client:
-        before = (await client.stats("dc1"))["qkd"]["hub"]["blocks"].get("aborted_qber", 0)
-        stats = await wait_for(
-            client, "dc1", lambda qkd: qkd["hub"]["blocks"].get("aborted_qber", 0) >= before + 2
-        )
-    assert stats["qkd"]["hub"]["qber_last"] > 0.2
+        before = (await client.stats("dc1"))["qkd"]["hub"]["blocks"]
+
+        def caught(qkd: dict) -> bool:  # blocks sampled before the fault may end later
+            figures = qkd["hub"]
+            aborted = figures["blocks"].get("aborted_qber", 0) - before.get("aborted_qber", 0)
+            return aborted >= 2 and figures["qber_last"] > 0.2
+
+        stats = await wait_for(client, "dc1", caught)
+    made = stats["qkd"]["hub"]["blocks"].get("ok", 0) - before.get("ok", 0)
+    assert made <= DECOY_BLOCKS_IN_FLIGHT  # only blocks already in post-processing
 
     url = next(p.metrics_url for p in network.plan.processes if p.name == "dc1")
     text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
