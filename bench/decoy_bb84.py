@@ -76,8 +76,7 @@ async def measure(network: Network, duration_s: float) -> dict:
         after, wall_s = await alice_figures(client), time.perf_counter() - started
         cpu = {name: (cpu_s(pid) - cpu_before[name]) / wall_s for name, pid in pids.items()}
     blocks = {
-        result: count - before["blocks"].get(result, 0)
-        for result, count in after["blocks"].items()
+        result: count - before["blocks"].get(result, 0) for result, count in after["blocks"].items()
     }
     return {
         "wall_s": wall_s,
@@ -94,9 +93,11 @@ def run_length(length_km: float, duration_s: float, block: int | None, profile) 
     (link,) = topology.links
     params = link.params()
     physical_bps = secret_key_rate_bps(params)
-    with tempfile.TemporaryDirectory(prefix="qnemu-bench-decoy-") as tmp:
-        with Network(topology, Path(tmp), profile_dir=profile) as network:
-            measured = asyncio.run(measure(network, duration_s))
+    with (
+        tempfile.TemporaryDirectory(prefix="qnemu-bench-decoy-") as tmp,
+        Network(topology, Path(tmp), profile_dir=profile) as network,
+    ):
+        measured = asyncio.run(measure(network, duration_s))
     secret_bps = measured["secret_bits"] / measured["wall_s"]
     pulses_per_s = measured["pulses"] / measured["wall_s"]
     per_pulse = measured["secret_bits"] / max(1, measured["pulses"])
