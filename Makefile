@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ring_scale.py
 	$(BIN)/python bench/broker_scale.py
 	$(BIN)/python bench/qkd_postprocessing.py
+	$(BIN)/python bench/decoy_bb84.py
 
 clean:
 	rm -rf $(VENV) qnemu-runs .pytest_cache

@@ -17,6 +17,7 @@ from qnemu.client import QnemuClient
 from qnemu.launch.launcher import pid_running, start_process
 from qnemu.launch.plan import RunPlan
 from qnemu.launch.rundir import STATUS_FILE, read_status, write_json
+from qnemu.topology.models import LinkConfig
 
 __all__ = ["LINK_FAULTS", "PROCESS_FAULTS", "link_fault", "process_fault", "resolve_link"]
 
@@ -26,12 +27,13 @@ _SIGNALS = {"kill": signal.SIGKILL, "stop": signal.SIGTERM, "pause": signal.SIGS
             "resume": signal.SIGCONT}  # fmt: skip
 
 
-def resolve_link(plan: RunPlan, spec: str) -> tuple[str, str, str]:
-    """'a-b' (either order) → (node a, node b, station)."""
+def resolve_link(plan: RunPlan, spec: str) -> tuple[str, str, str | None]:
+    """'a-b' (either order) → (node a, node b, station); station None for a bb84_decoy link."""
     topology = plan.topology_model()
-    for station, link in topology.stations():
+    for link in topology.links:
         a, b = link.nodes
-        if spec in (f"{a}-{b}", f"{b}-{a}", station):
+        station = link.station_name if isinstance(link, LinkConfig) else None
+        if spec in (f"{a}-{b}", f"{b}-{a}") or (station is not None and spec == station):
             return a, b, station
     known = ", ".join(f"{link.nodes[0]}-{link.nodes[1]}" for link in topology.links)
     raise ValueError(f"unknown link {spec!r} (links: {known})")
@@ -43,6 +45,8 @@ async def link_fault(
     """Apply a link fault; returns each involved process's active faults."""
     plan = RunPlan.read(run_dir)
     a, b, station = resolve_link(plan, spec)
+    if station is None:
+        return await _fibre_fault(run_dir, spec, a, b, kind, parameters)
     async with QnemuClient(run_dir) as client:
         if kind in ("cut", "restore"):
             results = {a: await client.fault(a, kind, b), b: await client.fault(b, kind, a)}
@@ -52,6 +56,23 @@ async def link_fault(
             return {station: await client.fault(station, "set_link", None, parameters)}
         if kind == "eavesdrop":
             return {station: await client.fault(station, "eavesdrop", None, parameters)}
+    raise ValueError(f"unknown link fault {kind!r} (known: {', '.join(LINK_FAULTS)})")
+
+
+async def _fibre_fault(
+    run_dir: Path, spec: str, a: str, b: str, kind: str, parameters: dict[str, Any]
+) -> dict[str, Any]:
+    """A fault on a bb84_decoy link (a direct fibre, no station): cut and restore go to
+    both nodes; the eavesdropper sits at the sender of the pulses (Alice: the name that
+    sorts first), who samples what Bob detects."""
+    async with QnemuClient(run_dir) as client:
+        if kind in ("cut", "restore"):
+            return {a: await client.fault(a, kind, b), b: await client.fault(b, kind, a)}
+        if kind == "eavesdrop":
+            alice, bob = sorted((a, b))
+            return {alice: await client.fault(alice, "eavesdrop", bob, parameters)}
+    if kind == "set":
+        raise ValueError(f"link {spec} is a bb84_decoy fibre: `set` changes entanglement links")
     raise ValueError(f"unknown link fault {kind!r} (known: {', '.join(LINK_FAULTS)})")
 
 

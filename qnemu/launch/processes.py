@@ -21,6 +21,7 @@ from qnemu.launch.plan import (
 )
 from qnemu.runtime import EmulatedClock, Service, ServiceAddress
 from qnemu.runtime.curve import process_identity
+from qnemu.topology.models import LinkConfig, Topology
 
 # Each role imports only what it runs (inside build_service): a station or the broker
 # that imported the node's KME, MQTT and routing libraries would carry ~30 MB it never
@@ -94,6 +95,11 @@ def build_service(plan: RunPlan, name: str, run_dir: Path | None = None) -> Serv
     delays: dict[str, float] = {}
     for peer in topology.neighbours(name):
         link = topology.link_between(name, peer)
+        peers[peer] = endpoints[peer]
+        if not isinstance(link, LinkConfig):
+            # A prepare-and-measure fibre (bb84_decoy): classical messages, no link layer.
+            delays[peer] = delay_s(link.length_km)
+            continue
         station = link.station_name
         physics = link.physics()
         neighbours[peer] = Neighbour(
@@ -103,7 +109,6 @@ def build_service(plan: RunPlan, name: str, run_dir: Path | None = None) -> Serv
             physics.fidelity,
             phi_plus_coefficients(physics),
         )
-        peers[peer] = endpoints[peer]
         peers[station] = endpoints[station]
         arms = dict(zip(link.nodes, arm_lengths_km(link), strict=True))
         delays[peer] = delay_s(sum(arms.values()))
@@ -111,12 +116,13 @@ def build_service(plan: RunPlan, name: str, run_dir: Path | None = None) -> Serv
     routing = Routing(
         [
             (link.nodes[0], link.nodes[1], physics.fidelity, physics.expected_rate_hz, length)
-            for link in topology.links
+            for link in topology.entanglement_links()
             for physics, length in [(link.physics(), sum(arm_lengths_km(link)))]
         ]
     )
-    # Nodes further away are reached over the shortest fibre, when a path needs them.
-    for other, other_delay_s in routing.fibre_delays_s(name).items():
+    # Nodes further away are reached over the shortest fibre of any kind, when a path
+    # (of entanglement or of key relay) needs them.
+    for other, other_delay_s in fibre_delays_s(topology, name).items():
         delays.setdefault(other, other_delay_s)
     nodes = {p.name: p.endpoint for p in plan.processes if p.role == "node" and p.name != name}
     node = NodeService(
@@ -161,11 +167,19 @@ def _curve_identity(plan: RunPlan, run_dir: Path | None, name: str, topology) ->
         peers, accepts = [*link.nodes, BROKER_NAME], list(link.nodes)
     else:
         own_stations = [
-            topology.link_between(name, peer).station_name for peer in topology.neighbours(name)
+            link.station_name for link in topology.entanglement_links() if name in link.nodes
         ]
         others = [node for node in nodes if node != name]
         peers, accepts = [BROKER_NAME, *others, *own_stations], others + own_stations
     return process_identity(run_dir, name, peers, accepts, plan.secrets_dir, plan.public_keys)
+
+
+def fibre_delays_s(topology: Topology, name: str) -> dict[str, float]:
+    """Classical delay from node `name` to every node it can reach, over the shortest fibre."""
+    import networkx as nx  # imported here, as in Routing: only nodes pay for it
+
+    lengths = nx.single_source_dijkstra_path_length(topology.graph(), name, weight="length_km")
+    return {node: delay_s(km) for node, km in lengths.items()}
 
 
 def phi_plus_coefficients(physics) -> tuple[float, float, float, float]:

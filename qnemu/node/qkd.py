@@ -8,7 +8,10 @@ finished blocks in the node's `KeyStore` and serves them to SAEs through the KME
 It never touches amplitudes (the broker) nor HTTP details (`qnemu.kme`).
 
 A link runs BBM92 when both its nodes declare SAEs; the node whose name sorts first is
-Alice (initiator). Keys for a KME with no QKD link to this one are relayed through trusted
+Alice (initiator). A `bb84_decoy` link runs decoy-state BB84 instead: Alice's pulse
+source (`qnemu.node.decoy_link`) samples blocks paced to the emulated clock, sends Bob
+his detector record as the fibre would, and the same post-processing follows
+(`qnemu.qkd.decoy_session`). Keys for a KME with no QKD link to this one are relayed through trusted
 nodes (`qnemu.node.relay`). See docs/qkd.md.
 """
 
@@ -32,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily
 from qnemu.keys import KeyStore, Reservation, ReservationError, key_store_path
 from qnemu.kme import KeyDeliveryApi, KmeServer, create_app, kme_ssl_context, serve_kme
 from qnemu.launch.pki import ensure_pki, kme_name, pki_paths
+from qnemu.node.decoy_link import DecoyPulseSource
 from qnemu.node.relay import HopChannel, TrustedNodeRelay
 from qnemu.qkd.auth import (
     AuthenticatedMessage,
@@ -39,6 +43,7 @@ from qnemu.qkd.auth import (
     MessageAuthenticator,
     derive_key,
 )
+from qnemu.qkd.decoy_session import DecoyAliceBlock, DecoyBobBlock
 from qnemu.qkd.session import (
     BASIS_CODES,
     AliceBlock,
@@ -48,6 +53,7 @@ from qnemu.qkd.session import (
     basis_code,
     bob_raw_bit,
 )
+from qnemu.topology.models import DecoyBB84LinkConfig
 from qnemu.wire import Envelope
 from qnemu.wire.common import ErrorReply
 from qnemu.wire.control import EntangleDone, EntangleErr, EntangleOk, EntangleRequest
@@ -57,6 +63,9 @@ from qnemu.wire.qkd import (
     KmeReserveReply,
     KmeReserveRequest,
     QkdBlockAbort,
+    QkdDecoyEstimateRequest,
+    QkdDecoyPulses,
+    QkdDecoySiftRequest,
     QkdEstimateReply,
     QkdEstimateRequest,
     QkdKeyStored,
@@ -89,7 +98,18 @@ POST_PROCESSING = (
     QkdVerifyReply,
     QkdKeyStored,
     QkdBlockAbort,
+    QkdDecoyPulses,
+    QkdDecoySiftRequest,
+    QkdDecoyEstimateRequest,
 )
+# Decoy blocks reveal only a tenth of the sifted signal bits: their QBER serves the abort
+# test and Cascade, the key length rests on the decoy bounds (docs/qkd.md).
+DECOY_SAMPLE_FRACTION = 0.1
+# Decoy blocks post-processed at once on a link: the source goes on while earlier blocks
+# wait for the peer's answers, as a real system's would (Cascade is mostly round trips).
+DECOY_BLOCKS_IN_FLIGHT = 3
+RECORDS_KEPT = 2 * DECOY_BLOCKS_IN_FLIGHT  # Bob's records waiting for their sift request
+BLOCKS_KEPT = 2 * DECOY_BLOCKS_IN_FLIGHT  # Bob's open blocks (more: Alice gave some up)
 
 
 def qkd_links(topology, name: str) -> dict[str, str]:
@@ -168,10 +188,13 @@ class _Link:
     relay_reply_key: bytes
     raw: list[tuple[int, int, int, int]] = field(default_factory=list)  # Alice's own halves
     halves: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # Bob's
-    inbox: asyncio.Queue = field(default_factory=asyncio.Queue)  # Alice: Bob's messages
-    block: BobBlock | None = None
+    inboxes: dict[str, asyncio.Queue] = field(default_factory=dict)  # Alice: Bob's, by block
+    blocks: dict[str, BobBlock] = field(default_factory=dict)  # Bob: open blocks by ID
     next_block: int = 0
     figures: dict[str, Any] = field(default_factory=dict)
+    decoy: DecoyBB84LinkConfig | None = None  # a bb84_decoy link: its configuration
+    source: DecoyPulseSource | None = None  # Alice's pulses on a bb84_decoy link
+    records: dict[str, QkdDecoyPulses] = field(default_factory=dict)  # Bob's, by block
 
 
 class _PairSink:
@@ -277,6 +300,9 @@ class QkdExtension:
                 self._key(f"{link_name}/key-relay-reply"),
             )
             self.links[peer].figures = _new_figures(self.links[peer].role)
+            config = topology.link_between(node.name, peer)
+            if isinstance(config, DecoyBB84LinkConfig):
+                self._use_decoy(self.links[peer], config)
         # KME channels with nodes reached by relay only: (request, reply), made when needed.
         self._far_kme_channels: dict[str, tuple[_Channel, _Channel]] = {}
         self._init_metrics()
@@ -302,6 +328,41 @@ class QkdExtension:
             listeners.append(self._on_half_measured)
         elif any(link.role == "bob" for link in self.links.values()):
             log.error("%s: NodeService has no half_measured_listeners: BBM92 cannot run", node.name)
+
+    def _use_decoy(self, link: _Link, config: DecoyBB84LinkConfig) -> None:
+        link.decoy = config
+        link.figures.update(pulses=0, detections=0, single_photon_yield_lower=None,
+                            single_photon_error_upper=None)  # fmt: skip
+        if link.role == "alice":
+            rng = np.random.default_rng(self.node.rng.integers(0, 2**63))
+            link.source = DecoyPulseSource(config, self.node.clock, rng)
+
+    def apply_fault(self, kind: str, target: str | None, parameters: dict[str, Any]) -> bool:
+        """Intercept-resend on the pulses of a bb84_decoy link this node sends (`eavesdrop`,
+        target: the peer); True when the fault was this extension's alone."""
+        sources = {peer: link.source for peer, link in self.links.items() if link.source}
+        if kind == "clear":
+            for source in sources.values():
+                source.eavesdrop_fraction = 0.0
+            return False  # the node clears its own faults too
+        if kind != "eavesdrop":
+            return False
+        source = sources.get(target or "")
+        if source is None:
+            raise ValueError(f"{self.node.name} sends no bb84_decoy pulses to {target!r}")
+        fraction = float(parameters.get("fraction", 1.0))
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        source.eavesdrop_fraction = fraction
+        return True
+
+    def describe_faults(self) -> dict[str, Any]:
+        fractions = {
+            peer: link.source.eavesdrop_fraction
+            for peer, link in self.links.items()
+            if link.source is not None and link.source.eavesdrop_fraction
+        }
+        return {"eavesdrop_fraction": fractions} if fractions else {}
 
     def _key(self, context: str) -> bytes:
         return derive_key(self.shared, context.encode())
@@ -332,6 +393,18 @@ class QkdExtension:
             ["peer", "result"],
             registry=registry,
         )
+        self.m_decoy_yield = Gauge(
+            "qnemu_qkd_decoy_single_photon_yield",
+            "Decoy-state BB84: lower bound Y1^L on the single-photon yield, last block.",
+            ["peer", "link"],
+            registry=registry,
+        )
+        self.m_decoy_error = Gauge(
+            "qnemu_qkd_decoy_single_photon_error",
+            "Decoy-state BB84: upper bound e1^U on the single-photon error rate, last block.",
+            ["peer", "link"],
+            registry=registry,
+        )
         self.m_kme = _KmeRequestsCollector()
         registry.register(self.m_kme)
 
@@ -349,7 +422,9 @@ class QkdExtension:
         await self._start_kme()
         async with asyncio.TaskGroup() as tasks:
             for link in self.links.values():
-                if link.role == "alice":
+                if link.role == "alice" and link.source is not None:
+                    tasks.create_task(self._decoy_blocks(link))
+                elif link.role == "alice":
                     tasks.create_task(self._collect_pairs(link))
                     tasks.create_task(self._alice_blocks(link))
 
@@ -456,14 +531,56 @@ class QkdExtension:
                 self.settings,
                 self.rng,
             )
-            try:
-                result = await self._alice_block(link, block)
-            except (TimeoutError, _BlockAborted, ValueError) as error:
-                log.warning("%s: block %s given up: %r", self.node.name, block_id, error)
-                if not isinstance(error, _BlockAborted):
-                    self._send(link, QkdBlockAbort(link.name, block_id, type(error).__name__))
-                result = BlockResult(block_id, "abandoned", size)
-            self._record(link, result)
+            await self._run_alice_block(link, block)
+
+    async def _run_alice_block(self, link: _Link, block: AliceBlock) -> None:
+        link.inboxes[block.block] = asyncio.Queue()
+        try:
+            result = await self._alice_block(link, block)
+        except (TimeoutError, _BlockAborted, ValueError) as error:
+            log.warning("%s: block %s given up: %r", self.node.name, block.block, error)
+            if not isinstance(error, _BlockAborted):
+                self._send(link, QkdBlockAbort(link.name, block.block, type(error).__name__))
+            result = BlockResult(block.block, "abandoned", int(block.pairs.shape[0]))
+        finally:
+            del link.inboxes[block.block]
+        self._record(link, result)
+
+    async def _decoy_blocks(self, link: _Link) -> None:
+        """Alice on a bb84_decoy link: a block of pulses, Bob's record over the fibre,
+        then post-processing, up to DECOY_BLOCKS_IN_FLIGHT blocks at once."""
+        source, config = link.source, link.decoy
+        assert source is not None and config is not None
+        settings = dataclasses.replace(self.settings, sample_fraction=DECOY_SAMPLE_FRACTION)
+        in_flight = asyncio.Semaphore(DECOY_BLOCKS_IN_FLIGHT)
+        async with asyncio.TaskGroup() as tasks:
+            while True:
+                await in_flight.acquire()
+                sampled = await source.next_block()  # one after another: the source's pace
+                block_id = f"{link.name}/{self.session}/{link.next_block}"
+                link.next_block += 1
+                block = DecoyAliceBlock(
+                    link.name,
+                    block_id,
+                    sampled,
+                    config.intensities.signal,
+                    config.intensities.decoy,
+                    settings,
+                    self.rng,
+                )
+                self._send(link, block.quantum_channel())
+                tasks.create_task(self._decoy_block(link, block, in_flight))
+
+    async def _decoy_block(
+        self, link: _Link, block: DecoyAliceBlock, in_flight: asyncio.Semaphore
+    ) -> None:
+        try:
+            await self._run_alice_block(link, block)
+        finally:
+            in_flight.release()
+        # Counted once the block is over, so pulses and secret bits stay comparable.
+        link.figures["pulses"] += block.sampled.n_pulses
+        link.figures["detections"] += block.sampled.n_detections
 
     async def _alice_block(self, link: _Link, block: AliceBlock) -> BlockResult:
         self._send(link, block.sift_request())
@@ -492,20 +609,16 @@ class QkdExtension:
             return result
 
     async def _expect(self, link: _Link, block: str, kinds) -> Any:
-        deadline = asyncio.get_running_loop().time() + STEP_TIMEOUT_S
-        while True:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                raise TimeoutError(f"no {kinds} from {link.peer} for block {block}")
-            async with asyncio.timeout(remaining):
-                message = await link.inbox.get()
-            if message.block != block:
-                continue  # left over from a block given up
-            if isinstance(message, QkdBlockAbort):
-                raise _BlockAborted(message.reason)
-            if isinstance(message, kinds):
-                return message
-            raise ValueError(f"unexpected {message.msg_type} in block {block}")
+        try:
+            async with asyncio.timeout(STEP_TIMEOUT_S):
+                message = await link.inboxes[block].get()
+        except TimeoutError:
+            raise TimeoutError(f"no {kinds} from {link.peer} for block {block}") from None
+        if isinstance(message, QkdBlockAbort):
+            raise _BlockAborted(message.reason)
+        if isinstance(message, kinds):
+            return message
+        raise ValueError(f"unexpected {message.msg_type} in block {block}")
 
     # ---- Bob: halves and answers ---------------------------------------------------------
 
@@ -521,31 +634,60 @@ class QkdExtension:
             del link.halves[next(iter(link.halves))]
 
     def _bob_step(self, link: _Link, body: Any) -> None:
+        if isinstance(body, QkdDecoyPulses):
+            if link.decoy is None:
+                raise ValueError(f"{link.name} is not a bb84_decoy link")
+            link.records[body.block] = body
+            while len(link.records) > RECORDS_KEPT:  # records of blocks Alice gave up
+                del link.records[next(iter(link.records))]
+            link.figures["pulses"] += body.pulses
+            link.figures["detections"] += len(body.bits)
+            return
+        if isinstance(body, QkdDecoySiftRequest):
+            record, config = link.records.pop(body.block, None), link.decoy
+            if record is None or config is None:
+                raise ValueError(f"no detector record for block {body.block}")
+            settings = dataclasses.replace(self.settings, sample_fraction=DECOY_SAMPLE_FRACTION)
+            decoy_block = DecoyBobBlock(
+                link.name,
+                body.block,
+                record,
+                config.intensities.signal,
+                config.intensities.decoy,
+                settings,
+                self.rng,
+            )
+            self._open_bob_block(link, decoy_block)
+            self._send(link, decoy_block.on_sift_request(body))
+            return
         if isinstance(body, QkdSiftRequest):
-            link.block = BobBlock(link.name, body.block, self.settings, self.rng)
-            reply = link.block.on_sift_request(
+            bbm92_block = BobBlock(link.name, body.block, self.settings, self.rng)
+            self._open_bob_block(link, bbm92_block)
+            reply = bbm92_block.on_sift_request(
                 body, lambda create_id, number: link.halves.pop((create_id, number), None)
             )
             self._send(link, reply)
             return
-        block = link.block
-        if block is None or body.block != block.block:
+        block = link.blocks.get(body.block)
+        if block is None:
             return  # a block this end has given up already
         if isinstance(body, QkdBlockAbort):
-            link.block = None
+            del link.blocks[block.block]
             self._record(link, BlockResult(block.block, "abandoned", block.pairs))
-        elif isinstance(body, QkdEstimateRequest):
+        elif isinstance(body, QkdEstimateRequest | QkdDecoyEstimateRequest):
+            if isinstance(block, DecoyBobBlock) != isinstance(body, QkdDecoyEstimateRequest):
+                raise ValueError(f"{body.msg_type} does not fit block {block.block}")
             reply, step = block.on_estimate_request(body)
             self._send(link, reply)
             if isinstance(step, BlockResult):
-                link.block = None
+                del link.blocks[block.block]
                 self._record(link, step)
             else:
                 self._send(link, step)
         elif isinstance(body, QkdParityReply):
             self._send(link, block.on_parity_reply(body))
         elif isinstance(body, QkdVerifyReply):
-            link.block = None
+            del link.blocks[block.block]
             result = block.on_verify_reply(body)
             if result.result == "ok":
                 self.node.spawn(self._bob_store(link, result))
@@ -553,6 +695,12 @@ class QkdExtension:
                 self._record(link, result)
         else:
             raise ValueError(f"Bob does not expect {body.msg_type}")
+
+    def _open_bob_block(self, link: _Link, block: BobBlock) -> None:
+        link.blocks[block.block] = block
+        while len(link.blocks) > BLOCKS_KEPT:  # Alice gave these up and her abort was lost
+            stale = link.blocks.pop(next(iter(link.blocks)))
+            self._record(link, BlockResult(stale.block, "abandoned", stale.pairs))
 
     async def _bob_store(self, link: _Link, result: BlockResult) -> None:
         await asyncio.to_thread(self._store_block, link, result)
@@ -580,15 +728,17 @@ class QkdExtension:
             log.warning("%s: unauthenticated %s: %s", self.node.name, envelope.body.msg_type, error)
             return
         if link.role == "alice":
-            link.inbox.put_nowait(body)
+            inbox = link.inboxes.get(body.block)
+            if inbox is not None:  # else: left over from a block given up
+                inbox.put_nowait(body)
             return
         try:
             self._bob_step(link, body)
         except Exception as error:
             log.exception("%s: block %s failed at Bob", self.node.name, body.block)
-            if link.block is not None:
-                self._record(link, BlockResult(link.block.block, "abandoned", link.block.pairs))
-                link.block = None
+            failed = link.blocks.pop(body.block, None)
+            if failed is not None:
+                self._record(link, BlockResult(failed.block, "abandoned", failed.pairs))
             self._send(link, QkdBlockAbort(link.name, body.block, type(error).__name__))
 
     def _record(self, link: _Link, result: BlockResult) -> None:
@@ -602,6 +752,13 @@ class QkdExtension:
             figures["qber_upper_last"] = estimate.qber_upper
             figures["sample_errors"] += estimate.errors
             figures["sample_bits"] += estimate.sample_size
+        decoy = result.decoy
+        if decoy is not None:
+            bounds = decoy.bounds
+            self.m_decoy_yield.labels(peer=link.peer, link=link.name).set(bounds.yield_lower)
+            self.m_decoy_error.labels(peer=link.peer, link=link.name).set(bounds.error_upper)
+            figures["single_photon_yield_lower"] = bounds.yield_lower
+            figures["single_photon_error_upper"] = bounds.error_upper
         figures["sifted_bits"] += result.sifted_bits
         figures["leaked_bits"] += result.leaked_bits
         if result.result == "ok":

@@ -633,12 +633,17 @@ class NodeService(Service):
 
     def apply_fault(self, kind: str, target: str | None, parameters: dict[str, Any]) -> None:
         """Cutting the fibre to a neighbour cuts its station too; halves waiting for the
-        peer's report are lost with the fibre (their requests go on, or time out)."""
+        peer's report are lost with the fibre (their requests go on, or time out).
+        An extension may take a fault of its own (QKD: `eavesdrop` on a bb84_decoy link)."""
         self._apply_fault(kind, target, parameters)
         for listener in self.fault_listeners:  # e.g. MQTT control: tell fault_applied now
             listener()
 
     def _apply_fault(self, kind: str, target: str | None, parameters: dict[str, Any]) -> None:
+        for extension in self.extensions:
+            apply = getattr(extension, "apply_fault", None)
+            if apply is not None and apply(kind, target, parameters):
+                return
         super().apply_fault(kind, target, parameters)
         neighbour = self.neighbours.get(target or "")
         if kind not in ("cut", "restore") or neighbour is None:
@@ -652,6 +657,14 @@ class NodeService(Service):
                     self.m_expired.inc(len(stale))
                     if stale:
                         self.spawn(self.release_qubits(stale))
+
+    def describe_faults(self) -> dict[str, Any]:
+        described = super().describe_faults()
+        for extension in self.extensions:
+            describe = getattr(extension, "describe_faults", None)
+            if describe is not None:
+                described.update(describe())
+        return described
 
     def add_extension(self, extension: "NodeExtension") -> None:
         """Something more a node runs (applications, QKD, MQTT control): it may add

@@ -23,6 +23,7 @@ leaves no secret bits after the finite-size bound is `no_secret_key`. No asyncio
 import hashlib
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +90,7 @@ class BlockResult:
     estimate: QberEstimate | None = None
     leaked_bits: int = 0
     key: bytes | None = None
+    decoy: Any = None  # decoy-state blocks: their `DecoyEstimate` (qnemu.qkd.decoy_session)
 
     @property
     def key_bits(self) -> int:
@@ -224,13 +226,18 @@ class AliceBlock:
         if not verified:
             reply = QkdVerifyReply(self.link, self.block, False, 0, 0)
             return reply, self._end("failed_verification")
-        length = _final_length(self._key.size, self.leaked_bits, self.estimate, settings)
+        length = self._key_length(self._key.size)
         seed = int(self.rng.integers(0, _SEED_LIMIT))
         reply = QkdVerifyReply(self.link, self.block, True, length, seed)
         if length <= 0:
             return reply, self._end("no_secret_key")
         key = privacy_amplification(self._key, length, seed)
         return reply, self._end("ok", key=np.packbits(key).tobytes())
+
+    def _key_length(self, kept: int) -> int:
+        """ℓ for a reconciled key of `kept` bits (the decoy-state block overrides it)."""
+        assert self.estimate is not None
+        return _final_length(kept, self.leaked_bits, self.estimate, self.settings)
 
     def _end(self, result: str, *, sifted_bits: int | None = None, key: bytes | None = None):
         sifted = self._sifted.size if self._sifted is not None else (sifted_bits or 0)
@@ -332,15 +339,18 @@ class BobBlock:
         assert self._corrected is not None and self.estimate is not None
         if not reply.verified:
             return self._end("failed_verification")
-        expected = _final_length(
-            self._corrected.size, self.leaked_bits, self.estimate, self.settings
-        )
+        expected = self._key_length(self._corrected.size)
         if reply.key_bits != expected:  # both ends count the same leak: a mismatch is a bug
             raise ValueError(f"Alice's key length {reply.key_bits} differs from Bob's {expected}")
         if expected <= 0:
             return self._end("no_secret_key")
         key = privacy_amplification(self._corrected, expected, reply.pa_seed)
         return self._end("ok", key=np.packbits(key).tobytes())
+
+    def _key_length(self, kept: int) -> int:
+        """ℓ for a reconciled key of `kept` bits (the decoy-state block overrides it)."""
+        assert self.estimate is not None
+        return _final_length(kept, self.leaked_bits, self.estimate, self.settings)
 
     def _end(self, result: str, *, key: bytes | None = None) -> BlockResult:
         sifted = self._sifted.size if self._sifted is not None else 0

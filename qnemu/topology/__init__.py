@@ -17,6 +17,8 @@ from qnemu.topology.load import (
 from qnemu.topology.models import (
     LINK_MODELS,
     AnyLinkConfig,
+    BaseLinkConfig,
+    DecoyBB84LinkConfig,
     DepolariseLinkConfig,
     DoubleClickLinkConfig,
     LinkConfig,
@@ -32,6 +34,8 @@ __all__ = [
     "BUILDERS",
     "LINK_MODELS",
     "AnyLinkConfig",
+    "BaseLinkConfig",
+    "DecoyBB84LinkConfig",
     "DepolariseLinkConfig",
     "DoubleClickLinkConfig",
     "LinkConfig",

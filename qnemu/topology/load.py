@@ -171,12 +171,16 @@ def parse_topology(data: Any, origin: str) -> Topology:
         nodes = merged.get("nodes")
         links = merged.get("links")
         workloads = merged.get("workloads")
+        key_managers = None  # unknown when the nodes are malformed: not checked then
+        if isinstance(nodes, dict) and all(isinstance(node, dict) for node in nodes.values()):
+            key_managers = [name for name, node in nodes.items() if node.get("saes")]
         problems.extend(
             f"{where}: {what}"
             for where, what in reference_problems(
                 list(nodes) if isinstance(nodes, dict) else [],
                 links if isinstance(links, list) else [],
                 workloads if isinstance(workloads, list) else [],
+                key_managers,
             )
         )
     else:

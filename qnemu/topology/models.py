@@ -17,8 +17,12 @@ __all__ = [
     "NAME_PATTERN",
     "NETWORK_NAME_PATTERN",
     "AnyLinkConfig",
+    "BaseLinkConfig",
+    "DecoyBB84LinkConfig",
+    "DecoyIntensities",
     "DepolariseLinkConfig",
     "DoubleClickLinkConfig",
+    "IntensityProbabilities",
     "LinkConfig",
     "MqttConfig",
     "NodeConfig",
@@ -68,21 +72,19 @@ class NodeConfig(_Strict):
         return self
 
 
-class LinkConfig(_Strict):
-    """A link between two nodes: fibre, heralding station and the physics model it runs."""
+class BaseLinkConfig(_Strict):
+    """A fibre between two nodes; subclasses say what runs over it."""
 
     model: str
     nodes: tuple[Name, Name]
-    station: Name | None = None  # None: station-<a>-<b>
-    t_cycle_s: PositiveFloat = 1e-6
 
-    # Fields that describe the wiring rather than the physics.
-    _WIRING: ClassVar[frozenset[str]] = frozenset({"model", "nodes", "station"})
+    # True for entanglement links (a heralding station process serves them).
+    has_station: ClassVar[bool] = False
 
     @property
-    def station_name(self) -> str:
-        """The heralding station's process name."""
-        return self.station or f"station-{self.nodes[0]}-{self.nodes[1]}"
+    def name(self) -> str:
+        """`<a>-<b>` in the file's order: the link's label in metrics, stats and faults."""
+        return f"{self.nodes[0]}-{self.nodes[1]}"
 
     def joins(self, a: str, b: str) -> bool:
         """True if this link joins `a` and `b` (in either order)."""
@@ -93,6 +95,22 @@ class LinkConfig(_Strict):
         if name not in self.nodes:
             raise KeyError(f"{name!r} is not an end of the link {self.nodes[0]}-{self.nodes[1]}")
         return self.nodes[1] if name == self.nodes[0] else self.nodes[0]
+
+
+class LinkConfig(BaseLinkConfig):
+    """An entanglement link: fibre, heralding station and the physics model it runs."""
+
+    station: Name | None = None  # None: station-<a>-<b>
+    t_cycle_s: PositiveFloat = 1e-6
+
+    has_station: ClassVar[bool] = True
+    # Fields that describe the wiring rather than the physics.
+    _WIRING: ClassVar[frozenset[str]] = frozenset({"model", "nodes", "station"})
+
+    @property
+    def station_name(self) -> str:
+        """The heralding station's process name."""
+        return self.station or f"station-{self.nodes[0]}-{self.nodes[1]}"
 
     @classmethod
     def parameter_names(cls) -> tuple[str, ...]:
@@ -160,15 +178,113 @@ class DoubleClickLinkConfig(_HeraldedLinkConfig):
     model: Literal["heralded_double_click"]
 
 
-LINK_MODELS: dict[str, type[LinkConfig]] = {
+class DecoyIntensities(_Strict):
+    """Mean photon numbers of the three pulse classes of a decoy-state BB84 source."""
+
+    signal: PositiveFloat = 0.48
+    decoy: PositiveFloat = 0.1
+    # The estimators (MQZL section IV.B) need a true vacuum decoy: only 0 is accepted.
+    vacuum: NonNegativeFloat = 0.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "DecoyIntensities":
+        if not self.signal > self.decoy > self.vacuum:
+            raise ValueError(
+                f"need signal > decoy > vacuum (got {self.signal:g}, {self.decoy:g},"
+                f" {self.vacuum:g})"
+            )
+        if self.vacuum != 0.0:
+            raise ValueError(
+                f"vacuum must be 0 (got {self.vacuum:g}): the decoy estimators use a true vacuum"
+            )
+        return self
+
+
+class IntensityProbabilities(_Strict):
+    """How often the source sends each pulse class (they sum to 1)."""
+
+    signal: Probability = 0.8
+    decoy: Probability = 0.1
+    vacuum: Probability = 0.1
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> "IntensityProbabilities":
+        total = self.signal + self.decoy + self.vacuum
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(
+                f"must sum to 1 (got {self.signal:g} + {self.decoy:g} + {self.vacuum:g}"
+                f" = {total:g})"
+            )
+        if self.signal == 0.0 or self.decoy == 0.0 or self.vacuum == 0.0:
+            raise ValueError("every class needs a probability > 0 (the estimators use all three)")
+        return self
+
+
+class DecoyBB84LinkConfig(BaseLinkConfig):
+    """Prepare-and-measure decoy-state BB84 over a direct fibre: no station, no broker qubits.
+
+    Defaults are the Gobby–Yuan–Shields parameters used by Ma, Qi, Zhao, Lo, PRA 72,
+    012326 (2005): α 0.21 dB/km, η_Bob 4.5 %, Y0 1.7e-6, e_d 3.3 %, μ 0.48, 1 GHz.
+    """
+
+    model: Literal["bb84_decoy"]
+    length_km: NonNegativeFloat
+    attenuation_db_per_km: NonNegativeFloat = 0.21
+    source_rate_hz: PositiveFloat = 1e9
+    intensities: DecoyIntensities = DecoyIntensities()
+    intensity_probabilities: IntensityProbabilities = IntensityProbabilities()
+    detector_efficiency: Annotated[
+        float, Field(strict=True, gt=0.0, le=1.0, allow_inf_nan=False)
+    ] = 0.045
+    dark_count_probability: Annotated[
+        float, Field(strict=True, ge=0.0, lt=1.0, allow_inf_nan=False)
+    ] = 1.7e-6
+    misalignment_error: Annotated[
+        float, Field(strict=True, ge=0.0, lt=0.5, allow_inf_nan=False)
+    ] = 0.033
+    # Launch power of classical channels sharing the fibre (their Raman noise adds to
+    # the dark counts); None: a dark fibre.
+    coexisting_classical_dbm: (
+        Annotated[float, Field(strict=True, ge=-60.0, le=30.0, allow_inf_nan=False)] | None
+    ) = None
+    # Pulses per post-processing block; None: enough for about 2^18 detections.
+    block_pulses: Annotated[int, Field(strict=True, ge=1000, le=10**12)] | None = None
+
+    def params(self):
+        """The link as `qnemu.qkd.decoy_bb84.DecoyBB84Params` (closed forms, sampler)."""
+        # Imported here so the topology can be validated without numpy's QKD stack.
+        from qnemu.qkd.decoy_bb84 import DecoyBB84Params
+
+        return DecoyBB84Params(
+            length_km=self.length_km,
+            source_rate_hz=self.source_rate_hz,
+            signal_intensity=self.intensities.signal,
+            decoy_intensity=self.intensities.decoy,
+            signal_probability=self.intensity_probabilities.signal,
+            decoy_probability=self.intensity_probabilities.decoy,
+            vacuum_probability=self.intensity_probabilities.vacuum,
+            detector_efficiency=self.detector_efficiency,
+            dark_count_probability=self.dark_count_probability,
+            misalignment_error=self.misalignment_error,
+            attenuation_db_per_km=self.attenuation_db_per_km,
+            coexisting_classical_dbm=self.coexisting_classical_dbm,
+        )
+
+
+LINK_MODELS: dict[str, type[BaseLinkConfig]] = {
     "perfect": PerfectLinkConfig,
     "depolarise": DepolariseLinkConfig,
     "heralded_single_click": SingleClickLinkConfig,
     "heralded_double_click": DoubleClickLinkConfig,
+    "bb84_decoy": DecoyBB84LinkConfig,
 }
 
 AnyLinkConfig = Annotated[
-    PerfectLinkConfig | DepolariseLinkConfig | SingleClickLinkConfig | DoubleClickLinkConfig,
+    PerfectLinkConfig
+    | DepolariseLinkConfig
+    | SingleClickLinkConfig
+    | DoubleClickLinkConfig
+    | DecoyBB84LinkConfig,
     Field(discriminator="model"),
 ]
 
@@ -220,7 +336,8 @@ class Topology(_Strict):
 
     @model_validator(mode="after")
     def _references_resolve(self) -> "Topology":
-        problems = reference_problems(self.nodes, self.links, self.workloads)
+        key_managers = [name for name, node in self.nodes.items() if node.saes]
+        problems = reference_problems(self.nodes, self.links, self.workloads, key_managers)
         if problems:
             summary = "; ".join(f"{where}: {what}" for where, what in problems)
             raise PydanticCustomError(
@@ -232,7 +349,7 @@ class Topology(_Strict):
     def node_names(self) -> tuple[str, ...]:
         return tuple(self.nodes)
 
-    def link_between(self, a: str, b: str) -> LinkConfig | None:
+    def link_between(self, a: str, b: str) -> BaseLinkConfig | None:
         """The link joining `a` and `b` (either order), or None."""
         return next((link for link in self.links if link.joins(a, b)), None)
 
@@ -243,8 +360,12 @@ class Topology(_Strict):
         return [link.other(name) for link in self.links if name in link.nodes]
 
     def stations(self) -> list[tuple[str, LinkConfig]]:
-        """Every heralding station with the link it serves (one per link)."""
-        return [(link.station_name, link) for link in self.links]
+        """Every heralding station with the link it serves (one per entanglement link)."""
+        return [(link.station_name, link) for link in self.links if isinstance(link, LinkConfig)]
+
+    def entanglement_links(self) -> list[LinkConfig]:
+        """The links that make Bell pairs (through a station); not prepare-and-measure ones."""
+        return [link for link in self.links if isinstance(link, LinkConfig)]
 
     def graph(self) -> "nx.Graph":
         """The network as a graph: node attribute `config`, edge attributes `length_km`, `link`."""
@@ -282,12 +403,17 @@ def _pair(item: Any) -> tuple[str, str] | None:
 
 
 def reference_problems(
-    node_names: Collection[str], links: Sequence[Any], workloads: Sequence[Any]
+    node_names: Collection[str],
+    links: Sequence[Any],
+    workloads: Sequence[Any],
+    key_managers: Collection[str] | None = None,
 ) -> list[tuple[str, str]]:
     """(location, problem) for every name that does not resolve; works on raw dicts too.
 
     Checks what a single field cannot: link ends and workload ends name known nodes,
-    no self-links, one link per pair, unique station names, workloads on adjacent nodes.
+    no self-links, one link per pair, unique station names, workloads on adjacent nodes,
+    and (given `key_managers`, the nodes that declare SAEs) that both ends of a bb84_decoy
+    link keep keys: such a link makes nothing but key.
     """
     known = ", ".join(node_names)
     problems: list[tuple[str, str]] = []
@@ -325,6 +451,18 @@ def reference_problems(
             )
             continue
         first_link_of_pair[key] = index
+        if _field(link, "model") == "bb84_decoy":
+            # No station to name: an unknown `station` key is reported by the model.
+            for end, name in enumerate(pair):
+                if key_managers is not None and name in node_names and name not in key_managers:
+                    problems.append(
+                        (
+                            f"links[{index}].nodes[{end}]",
+                            f"node {name!r} must declare saes: a bb84_decoy link only makes"
+                            " key, for the key managers at both ends",
+                        )
+                    )
+            continue
         station = _field(link, "station")
         station = station if isinstance(station, str) else f"station-{pair[0]}-{pair[1]}"
         if station in station_owner:

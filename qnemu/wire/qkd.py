@@ -28,6 +28,9 @@ __all__ = [
     "KmeReserveReply",
     "KmeReserveRequest",
     "QkdBlockAbort",
+    "QkdDecoyEstimateRequest",
+    "QkdDecoyPulses",
+    "QkdDecoySiftRequest",
     "QkdEstimateReply",
     "QkdEstimateRequest",
     "QkdKeyStored",
@@ -184,6 +187,64 @@ class QkdBlockAbort:
     link: Str
     block: Str
     reason: Str
+    session: Str = ""
+    sequence_number: Int = 0
+    tag: Bytes = b""
+
+
+# --- decoy-state BB84 (prepare and measure; see qnemu.qkd.decoy_session) ------------------
+
+
+@message("qkd_decoy_pulses")
+@dataclass(frozen=True, slots=True)
+class QkdDecoyPulses:
+    """Alice → Bob, standing in for the quantum channel: what Bob's detectors recorded.
+
+    The emulation shortcut: Alice's side samples a whole block of pulses (which ones
+    Bob detects, in which basis, with which bit) and sends Bob his own record, delayed
+    by the fibre like the light itself. Alice's post-processing never reads Bob's bits.
+    """
+
+    link: Str
+    block: Str
+    pulses: Int  # pulses sent in the block (all classes)
+    bases: Bytes  # Bob's basis per detection, uint8, in emission order
+    bits: Bytes  # Bob's bit per detection
+    session: Str = ""
+    sequence_number: Int = 0
+    tag: Bytes = b""
+
+
+@message("qkd_decoy_sift_request")
+@dataclass(frozen=True, slots=True)
+class QkdDecoySiftRequest:
+    """Alice → Bob: her basis per detection of the block (Bob answers `qkd_sift_reply`)."""
+
+    link: Str
+    block: Str
+    bases: Bytes
+    session: Str = ""
+    sequence_number: Int = 0
+    tag: Bytes = b""
+
+
+@message("qkd_decoy_estimate_request")
+@dataclass(frozen=True, slots=True)
+class QkdDecoyEstimateRequest:
+    """Alice → Bob: intensity classes, pulses per class and the bits to compare.
+
+    `sample_bits`: her bits at a sample (drawn from `sample_seed`) of the sifted signal
+    detections, then at every sifted decoy and vacuum detection (all revealed, in order).
+    Bob answers `qkd_estimate_reply` with his bits at the same places.
+    """
+
+    link: Str
+    block: Str
+    pulses_per_class: list[Int]  # signal, decoy, vacuum
+    classes: Bytes  # intensity class per detection (0 signal, 1 decoy, 2 vacuum)
+    sample_seed: Int
+    sample_size: Int
+    sample_bits: Bytes
     session: Str = ""
     sequence_number: Int = 0
     tag: Bytes = b""

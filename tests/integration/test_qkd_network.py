@@ -83,9 +83,13 @@ def assert_qber_near(figures: dict[str, Any], qber: float) -> None:
 
 async def wait_for(client: QnemuClient, node: str, check, timeout_s: float = WAIT_S) -> dict:
     deadline = time.monotonic() + timeout_s
+    stats: dict = {}
     while True:
-        stats = await client.stats(node)
-        if check(stats):
+        try:
+            stats = await client.stats(node)
+        except TimeoutError:  # a node still starting (after a restart, on a loaded host)
+            stats = {}
+        if stats and check(stats):
             return stats
         if time.monotonic() > deadline:
             raise AssertionError(f"{node}: condition not met; stats {stats.get('qkd')}")
