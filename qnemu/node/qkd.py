@@ -26,15 +26,13 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily
 
 from qnemu.keys import KeyStore, Reservation, ReservationError, key_store_path
-from qnemu.kme import KeyDeliveryApi, KmeServer, create_app, kme_ssl_context, serve_kme
-from qnemu.launch.pki import ensure_pki, kme_name, pki_paths
 from qnemu.node.decoy_link import DecoyPulseSource
 from qnemu.node.relay import HopChannel, TrustedNodeRelay
 from qnemu.qkd.auth import (
@@ -77,6 +75,9 @@ from qnemu.wire.qkd import (
     QkdVerifyRequest,
     authenticated_payload,
 )
+
+if TYPE_CHECKING:
+    from qnemu.kme import KeyDeliveryApi, KmeServer
 
 __all__ = ["QkdExtension", "extension", "kme_info_path", "qkd_edges", "qkd_links"]
 
@@ -453,6 +454,10 @@ class QkdExtension:
         return {"kme_url": self.kme_url, "qkd": links, "key_relay": self.relay.stats()}
 
     async def _start_kme(self) -> None:
+        # Only a node with SAEs serves HTTPS: the others never load aiohttp or cryptography.
+        from qnemu.kme import KeyDeliveryApi, create_app, kme_ssl_context, serve_kme
+        from qnemu.launch.pki import kme_name, pki_paths
+
         run_dir, state_dir = self.run_dir, self.state_dir
         assert run_dir is not None and state_dir is not None and self.store is not None
         if self.secrets_dir is not None:  # made by the deployment: nothing to issue here
@@ -852,6 +857,8 @@ def _new_figures(role: str) -> dict[str, Any]:
 
 def _ensure_pki_locked(run_dir: Path, nodes: list[str], saes: list[str]):
     """ensure_pki, one process at a time: every node may start it at once."""
+    from qnemu.launch.pki import ensure_pki
+
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / ".pki.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
