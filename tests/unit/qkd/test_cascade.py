@@ -12,6 +12,7 @@ from qnemu.qkd.cascade import (
     LocalChannel,
     ParityReply,
     ParityRequest,
+    SharedPermutations,
     reconcile,
     run_protocol,
 )
@@ -142,3 +143,30 @@ def test_parameters_and_messages_validate():
     assert isinstance(
         alice.answer(ParityRequest(np.array([0]), np.array([0]), np.array([5]))), ParityReply
     )
+
+
+def test_shared_permutations_change_nothing_but_the_cost():
+    n, qber = 30_000, 0.03
+    alice_key, bob_key = _noisy_pair(n, qber, 12)
+    parameters = CascadeParameters(n_bits=n, qber=qber, seed=5)
+    shared = SharedPermutations(parameters)
+    np.testing.assert_array_equal(shared(2), parameters.permutation(2))
+    assert shared(2) is shared(2) and not shared(2).flags.writeable
+    # Each end drawing its own shuffles (two processes) leaks exactly what reconcile does.
+    channel = LocalChannel(CascadeAlice(alice_key, parameters))
+    corrected = run_protocol(CascadeBob(bob_key, parameters), channel)
+    result = reconcile(alice_key, bob_key, qber, seed=5)
+    np.testing.assert_array_equal(corrected, alice_key)
+    np.testing.assert_array_equal(result.corrected_key, alice_key)
+    assert (channel.leaked_bits, channel.round_trips) == (result.leaked_bits, result.round_trips)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [([-1], [5]), ([0], [101]), ([6], [5]), ([0, 3], [5, 200])]
+)
+def test_alice_refuses_ranges_outside_the_key(start, end):
+    # Requests come from the wire: a bad range is an error, never a wrapped index.
+    alice = CascadeAlice(np.zeros(100, dtype=np.uint8), CascadeParameters(100, 0.02, 0))
+    request = ParityRequest(np.zeros(len(start), np.int64), np.array(start), np.array(end))
+    with pytest.raises(ValueError):
+        alice.answer(request)
