@@ -141,7 +141,7 @@ class CascadeAlice:
         low, high = int(pass_index.min()), int(pass_index.max())
         if low < 0 or high >= self._parameters.passes:
             raise ValueError(f"no pass {low if low < 0 else high}")
-        if int(start.min()) < 0 or int(end.max()) > n or bool(np.any(start > end)):
+        if start.min() < 0 or end.max() > n or (end - start).min() < 0:
             raise ValueError("a requested range lies outside the key")
         while self._passes_ready <= high:
             q = self._passes_ready
@@ -190,7 +190,9 @@ class _Pass:
     def flip(self, original_positions: np.ndarray) -> None:
         positions = self.inverse[original_positions]
         self.shuffled[positions] ^= 1
-        np.bitwise_xor.at(self.bob_parity, positions // self.block_size, 1)
+        # Several flipped bits may share a block: what counts is how many, mod 2.
+        flips = np.bincount(positions // self.block_size, minlength=self.bob_parity.size)
+        self.bob_parity ^= (flips & 1).astype(np.uint8)
 
 
 class CascadeBob:
@@ -254,7 +256,7 @@ class CascadeBob:
         pass's order) of the bits found.
         """
         n = self.parameters.n_bits
-        q_parts, s_parts, e_parts, base_parts, prefix_parts = [], [], [], [], []
+        q_parts, s_parts, length_parts, base_parts, prefix_parts = [], [], [], [], []
         offset = 0
         for q, (view, blocks) in enumerate(zip(passes, odd, strict=True)):
             if blocks.size == 0:
@@ -266,34 +268,45 @@ class CascadeBob:
             prefix_parts.append(prefix.ravel())
             q_parts.append(np.full(blocks.size, q, dtype=np.int64))
             s_parts.append(block_start)
-            e_parts.append(np.minimum(block_start + size, n))
+            length_parts.append(np.minimum(block_start + size, n) - block_start)
             # Bob's prefix parity at position p of block i is bob_prefix[base_i + p].
             base_parts.append(offset + np.arange(blocks.size) * (size + 1) - block_start)
             offset += prefix.size
-        q, s, e = np.concatenate(q_parts), np.concatenate(s_parts), np.concatenate(e_parts)
-        base, bob_prefix = np.concatenate(base_parts), np.concatenate(prefix_parts)
+        q, s = np.concatenate(q_parts), np.concatenate(s_parts)
+        length, base = np.concatenate(length_parts), np.concatenate(base_parts)
+        bob_prefix = np.concatenate(prefix_parts)
         cache = q * (n + 1)
+        bob_at_start = np.zeros(q.size, dtype=np.uint8)  # Bob's parity of [block start, s)
         found_q, found_s = [], []
         while True:
-            finished = e - s == 1
-            if finished.any():
+            if length.min() == 1:
+                finished = length == 1
                 found_q.append(q[finished])
                 found_s.append(s[finished])
                 going = ~finished
-                q, s, e, base, cache = q[going], s[going], e[going], base[going], cache[going]
+                q, s, length = q[going], s[going], length[going]
+                base, cache, bob_at_start = base[going], cache[going], bob_at_start[going]
                 if q.size == 0:
                     break
-            middle = (s + e) >> 1
+            half = length >> 1
+            middle = s + half
             where = cache + middle
             left_alice = self._left_parity[where]
-            unknown = np.flatnonzero(left_alice < 0)
-            if unknown.size:
+            if left_alice.max() < 0:  # the usual case: nothing asked before
+                reply = yield ParityRequest(q, s, middle)
+                left_alice = reply.parity.astype(np.int8)
+                self._left_parity[where] = left_alice
+            elif left_alice.min() < 0:
+                unknown = np.flatnonzero(left_alice < 0)
                 reply = yield ParityRequest(q[unknown], s[unknown], middle[unknown])
                 left_alice[unknown] = reply.parity
                 self._left_parity[where[unknown]] = reply.parity
-            error_left = (bob_prefix[base + middle] ^ bob_prefix[base + s]) != left_alice
-            e = np.where(error_left, middle, e)
+            bob_at_middle = bob_prefix[base + middle]
+            # Bob's left half differs from Alice's: the error is there; else on the right.
+            error_left = (bob_at_middle ^ bob_at_start) != left_alice
+            length = np.where(error_left, half, length - half)
             s = np.where(error_left, s, middle)
+            bob_at_start = np.where(error_left, bob_at_start, bob_at_middle)
         return np.concatenate(found_q), np.concatenate(found_s)
 
 
