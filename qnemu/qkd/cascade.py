@@ -40,6 +40,7 @@ __all__ = [
 # Brassard–Salvail: first-pass blocks hold about 0.73 expected errors.
 FIRST_BLOCK_ERRORS = 0.73
 DEFAULT_PASSES = 4
+_UNKNOWN = 2  # a parity not learnt yet
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,14 @@ class CascadeAlice:
         pass_index = np.asarray(request.pass_index, dtype=np.int64)
         start = np.asarray(request.start, dtype=np.int64)
         end = np.asarray(request.end, dtype=np.int64)
-        low, high = int(pass_index.min()), int(pass_index.max())
-        if low < 0 or high >= self._parameters.passes:
-            raise ValueError(f"no pass {low if low < 0 else high}")
-        if start.min() < 0 or end.max() > n or (end - start).min() < 0:
+        # Seen as unsigned, a negative index is huge: one maximum bounds each array.
+        high = int(pass_index.view(np.uint64).max())
+        if high >= self._parameters.passes:
+            raise ValueError(f"no pass {pass_index.view(np.int64)[pass_index.argmax()]}")
+        if start.view(np.uint64).max() > n or end.view(np.uint64).max() > n:
             raise ValueError("a requested range lies outside the key")
+        if (end - start).min() < 0:
+            raise ValueError("a requested range ends before it starts")
         while self._passes_ready <= high:
             q = self._passes_ready
             shuffled = self._key[self._permutations(q)]
@@ -170,7 +174,9 @@ class LocalChannel:
 class _Pass:
     """Bob's view of one pass: his shuffled key, his and Alice's block parities."""
 
-    def __init__(self, key: np.ndarray, permutation: np.ndarray, block_size: int) -> None:
+    def __init__(
+        self, key: np.ndarray, permutation: np.ndarray, block_size: int, prefix: np.ndarray
+    ) -> None:
         n = key.size
         self.permutation, self.block_size = permutation, block_size
         index_type = np.int32 if n < 2**31 else np.int64
@@ -183,6 +189,8 @@ class _Pass:
         self.shuffled[:n] = key[permutation]
         self.bob_parity = np.bitwise_xor.reduce(self.rows(), axis=1)
         self.alice_parity = np.zeros(blocks, dtype=np.uint8)
+        # Bob's parity of [block start, p) at prefix[p], refreshed for odd blocks only.
+        self.prefix_rows = prefix[: blocks * block_size].reshape(blocks, block_size)
 
     def rows(self) -> np.ndarray:
         return self.shuffled.reshape(-1, self.block_size)
@@ -209,12 +217,16 @@ class CascadeBob:
             raise ValueError("key length differs from parameters.n_bits")
         self.parameters = parameters
         self._permutations = permutations or parameters.permutation
+        # Per-pass arrays are laid out at [pass · stride + position], a stride that holds
+        # the longest pass padded to whole blocks.
+        self._stride = parameters.n_bits + max(map(parameters.block_size, range(parameters.passes)))
         # Alice's parity of the left half of every bisected range that Bob has already
-        # learnt, at [pass (n + 1) + split point] (−1: unknown). Within one pass a split
+        # learnt, at the range's split point (UNKNOWN: not asked). Within one pass a split
         # point names its range uniquely: blocks are fixed and halving is deterministic,
         # and a child's split point lies strictly inside the child. Asking a parity
         # twice would leak nothing new, so it is never asked twice.
-        self._left_parity = np.full(parameters.passes * (parameters.n_bits + 1), -1, np.int8)
+        self._left_parity = np.full(parameters.passes * self._stride, _UNKNOWN, np.uint8)
+        self._bob_prefix = np.zeros(parameters.passes * self._stride, np.uint8)
 
     def protocol(self) -> Generator[ParityRequest, ParityReply, np.ndarray]:
         """Yield requests, receive replies; return the corrected key."""
@@ -222,7 +234,8 @@ class CascadeBob:
         passes: list[_Pass] = []
         for pass_index in range(self.parameters.passes):
             size = self.parameters.block_size(pass_index)
-            current = _Pass(self.key, self._permutations(pass_index), size)
+            region = self._bob_prefix[pass_index * self._stride : (pass_index + 1) * self._stride]
+            current = _Pass(self.key, self._permutations(pass_index), size, region)
             passes.append(current)
             start = np.arange(0, n, size)
             end = np.minimum(start + size, n)
@@ -255,27 +268,26 @@ class CascadeBob:
         search, so each search ends on a real error). Returns (pass, position in that
         pass's order) of the bits found.
         """
-        n = self.parameters.n_bits
-        q_parts, s_parts, length_parts, base_parts, prefix_parts = [], [], [], [], []
-        offset = 0
+        n, stride = self.parameters.n_bits, self._stride
+        q_parts, s_parts, length_parts = [], [], []
         for q, (view, blocks) in enumerate(zip(passes, odd, strict=True)):
             if blocks.size == 0:
                 continue
             size = view.block_size
+            rows = view.rows()[blocks]
+            prefix = np.bitwise_xor.accumulate(rows, axis=1)
+            prefix ^= rows  # inclusive to exclusive: parity of the bits before each one
+            view.prefix_rows[blocks] = prefix
             block_start = blocks * size
-            prefix = np.zeros((blocks.size, size + 1), dtype=np.uint8)
-            np.bitwise_xor.accumulate(view.rows()[blocks], axis=1, out=prefix[:, 1:])
-            prefix_parts.append(prefix.ravel())
             q_parts.append(np.full(blocks.size, q, dtype=np.int64))
             s_parts.append(block_start)
-            length_parts.append(np.minimum(block_start + size, n) - block_start)
-            # Bob's prefix parity at position p of block i is bob_prefix[base_i + p].
-            base_parts.append(offset + np.arange(blocks.size) * (size + 1) - block_start)
-            offset += prefix.size
-        q, s = np.concatenate(q_parts), np.concatenate(s_parts)
-        length, base = np.concatenate(length_parts), np.concatenate(base_parts)
-        bob_prefix = np.concatenate(prefix_parts)
-        cache = q * (n + 1)
+            length_parts.append(np.minimum(n - block_start, size))
+        q, s, length = (
+            np.concatenate(q_parts),
+            np.concatenate(s_parts),
+            np.concatenate(length_parts),
+        )
+        base = q * stride
         bob_at_start = np.zeros(q.size, dtype=np.uint8)  # Bob's parity of [block start, s)
         found_q, found_s = [], []
         while True:
@@ -285,23 +297,22 @@ class CascadeBob:
                 found_s.append(s[finished])
                 going = ~finished
                 q, s, length = q[going], s[going], length[going]
-                base, cache, bob_at_start = base[going], cache[going], bob_at_start[going]
+                base, bob_at_start = base[going], bob_at_start[going]
                 if q.size == 0:
                     break
             half = length >> 1
             middle = s + half
-            where = cache + middle
+            where = base + middle
             left_alice = self._left_parity[where]
-            if left_alice.max() < 0:  # the usual case: nothing asked before
-                reply = yield ParityRequest(q, s, middle)
-                left_alice = reply.parity.astype(np.int8)
+            if left_alice.min() == _UNKNOWN:  # the usual case: nothing asked before
+                left_alice = (yield ParityRequest(q, s, middle)).parity
                 self._left_parity[where] = left_alice
-            elif left_alice.min() < 0:
-                unknown = np.flatnonzero(left_alice < 0)
+            elif left_alice.max() == _UNKNOWN:
+                unknown = np.flatnonzero(left_alice == _UNKNOWN)
                 reply = yield ParityRequest(q[unknown], s[unknown], middle[unknown])
                 left_alice[unknown] = reply.parity
                 self._left_parity[where[unknown]] = reply.parity
-            bob_at_middle = bob_prefix[base + middle]
+            bob_at_middle = self._bob_prefix[where]
             # Bob's left half differs from Alice's: the error is there; else on the right.
             error_left = (bob_at_middle ^ bob_at_start) != left_alice
             length = np.where(error_left, half, length - half)
