@@ -13,6 +13,7 @@ from qnemu.qkd.cascade import (
     ParityReply,
     ParityRequest,
     SharedPermutations,
+    prefix_parity,
     reconcile,
     run_protocol,
 )
@@ -170,3 +171,11 @@ def test_alice_refuses_ranges_outside_the_key(start, end):
     request = ParityRequest(np.zeros(len(start), np.int64), np.array(start), np.array(end))
     with pytest.raises(ValueError):
         alice.answer(request)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 64, 65, 16_383, 100_001])
+def test_word_prefix_parity_equals_the_running_xor(n):
+    bits = np.random.default_rng(n).integers(0, 2, n, dtype=np.uint8)
+    expected = np.zeros(n + 1, dtype=np.uint8)
+    expected[1:] = np.cumsum(bits) % 2
+    np.testing.assert_array_equal(prefix_parity(bits), expected)
