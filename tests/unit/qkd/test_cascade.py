@@ -1,6 +1,7 @@
 """Cascade: corrects noisy keys, counts every revealed parity, efficiency near 1.1–1.2."""
 
 import time
+from dataclasses import astuple
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from qnemu.qkd.cascade import (
     LocalChannel,
     ParityReply,
     ParityRequest,
+    SharedPermutations,
+    prefix_parity,
     reconcile,
     run_protocol,
 )
@@ -142,3 +145,107 @@ def test_parameters_and_messages_validate():
     assert isinstance(
         alice.answer(ParityRequest(np.array([0]), np.array([0]), np.array([5]))), ParityReply
     )
+
+
+def test_shared_permutations_change_nothing_but_the_cost():
+    n, qber = 30_000, 0.03
+    alice_key, bob_key = _noisy_pair(n, qber, 12)
+    parameters = CascadeParameters(n_bits=n, qber=qber, seed=5)
+    shared = SharedPermutations(parameters)
+    np.testing.assert_array_equal(shared(2), parameters.permutation(2))
+    assert shared(2) is shared(2) and not shared(2).flags.writeable
+    # Each end drawing its own shuffles (two processes) leaks exactly what reconcile does.
+    channel = LocalChannel(CascadeAlice(alice_key, parameters))
+    corrected = run_protocol(CascadeBob(bob_key, parameters), channel)
+    result = reconcile(alice_key, bob_key, qber, seed=5)
+    np.testing.assert_array_equal(corrected, alice_key)
+    np.testing.assert_array_equal(result.corrected_key, alice_key)
+    assert (channel.leaked_bits, channel.round_trips) == (result.leaked_bits, result.round_trips)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [([-1], [5]), ([0], [101]), ([6], [5]), ([0, 3], [5, 200])]
+)
+def test_alice_refuses_ranges_outside_the_key(start, end):
+    # Requests come from the wire: a bad range is an error, never a wrapped index.
+    alice = CascadeAlice(np.zeros(100, dtype=np.uint8), CascadeParameters(100, 0.02, 0))
+    request = ParityRequest(np.zeros(len(start), np.int64), np.array(start), np.array(end))
+    with pytest.raises(ValueError):
+        alice.answer(request)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 64, 65, 16_383, 100_001])
+def test_word_prefix_parity_equals_the_running_xor(n):
+    bits = np.random.default_rng(n).integers(0, 2, n, dtype=np.uint8)
+    expected = np.zeros(n + 1, dtype=np.uint8)
+    expected[1:] = np.cumsum(bits) % 2
+    np.testing.assert_array_equal(prefix_parity(bits), expected)
+
+
+def _reference_exchange(alice_key, bob_key, parameters):
+    """Bob's side written plainly (every parity recomputed from his key when needed).
+
+    Returns Bob's requests as (pass, start, end) lists and his final key.
+    """
+    alice = CascadeAlice(alice_key, parameters)
+    key = bob_key.copy()
+    shuffles = [parameters.permutation(q) for q in range(parameters.passes)]
+    requests, learnt, blocks = [], {}, []
+
+    def ask(ranges):
+        requests.append(ranges)
+        passes, starts, ends = (
+            np.array(column, dtype=np.int64) for column in zip(*ranges, strict=True)
+        )
+        return alice.answer(ParityRequest(passes, starts, ends)).parity.tolist()
+
+    def bob_parity(q, start, end):
+        return int(key[shuffles[q][start:end]].sum()) % 2
+
+    n = parameters.n_bits
+    for p in range(parameters.passes):
+        size = parameters.block_size(p)
+        ranges = [(p, start, min(start + size, n)) for start in range(0, n, size)]
+        blocks.extend(zip(ranges, ask(ranges), strict=True))
+        while True:
+            searches = [list(r) for r, alice_parity in blocks if bob_parity(*r) != alice_parity]
+            if not searches:
+                break
+            while True:
+                active = [search for search in searches if search[2] - search[1] > 1]
+                if not active:
+                    break
+                halves = [(q, s, (s + e) // 2) for q, s, e in active]
+                unknown = [half for half in halves if (half[0], half[2]) not in learnt]
+                if unknown:
+                    for (q, _, m), parity in zip(unknown, ask(unknown), strict=True):
+                        learnt[q, m] = parity
+                for search, (q, s, m) in zip(active, halves, strict=True):
+                    if bob_parity(q, s, m) != learnt[q, m]:
+                        search[2] = m
+                    else:
+                        search[1] = m
+            for original in {int(shuffles[q][s]) for q, s, _ in searches}:
+                key[original] ^= 1
+    return requests, key
+
+
+@pytest.mark.parametrize(
+    ("n", "qber", "estimate", "seed"),
+    [(2_000, 0.02, 0.02, 0), (2_000, 0.08, 0.05, 1), (1_001, 0.15, 0.15, 2), (3, 0.3, 0.3, 3)],
+)
+def test_bob_asks_exactly_what_the_plain_algorithm_asks(n, qber, estimate, seed):
+    alice_key, bob_key = _noisy_pair(n, qber, 40 + seed)
+    parameters = CascadeParameters(n_bits=n, qber=estimate, seed=seed)
+    expected_requests, expected_key = _reference_exchange(alice_key, bob_key, parameters)
+    alice = CascadeAlice(alice_key, parameters)
+    exchange = CascadeBob(bob_key, parameters).protocol()
+    requests, request = [], next(exchange)
+    try:
+        while True:
+            requests.append(list(zip(*(part.tolist() for part in astuple(request)), strict=True)))
+            request = exchange.send(alice.answer(request))
+    except StopIteration as finished:
+        corrected = finished.value
+    assert requests == expected_requests
+    np.testing.assert_array_equal(corrected, expected_key)

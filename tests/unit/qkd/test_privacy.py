@@ -22,12 +22,28 @@ def _direct(bits: np.ndarray, seed: np.ndarray, m: int) -> np.ndarray:
     return (matrix @ bits.astype(np.int64) % 2).astype(np.uint8)
 
 
-@pytest.mark.parametrize(("n", "m"), [(1, 1), (1, 5), (7, 3), (64, 64), (300, 17), (513, 400)])
+@pytest.mark.parametrize(
+    ("n", "m"), [(1, 1), (1, 5), (7, 3), (64, 64), (300, 17), (513, 400), (1024, 512), (2000, 1001)]
+)
 def test_fft_product_equals_direct_matrix_product(n, m):
     rng = np.random.default_rng(n * 1000 + m)
     bits = rng.integers(0, 2, n, dtype=np.uint8)
     seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
     np.testing.assert_array_equal(toeplitz_hash(bits, seed, m), _direct(bits, seed, m))
+
+
+def test_fft_size_is_the_smallest_fast_size():
+    def fast(size: int) -> bool:
+        for prime in (2, 3, 5):
+            while size % prime == 0:
+                size //= prime
+        return size == 1
+
+    for minimum in [*range(1, 2_000), 24_575, 1_572_863, 1_572_865]:
+        size = privacy.fft_size(minimum)
+        assert size >= minimum and fast(size)
+        assert not any(fast(smaller) for smaller in range(minimum, size))
+    assert privacy.fft_size((1 << 20) + (1 << 19) - 1) == 3 << 19
 
 
 def test_matrix_is_toeplitz_as_documented():
