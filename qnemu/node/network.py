@@ -7,6 +7,16 @@ end nodes; the end nodes join the reports into chains (`chains.py`) and, when a 
 covers the whole path, hold one end-to-end pair whose Bell state is the XOR of its link
 pairs' Bell states and the swap outcomes. The destination sends its half to the source,
 which gives the client one OK per end-to-end pair.
+
+When the plan purifies a link (`rounds[i] > 0`, chosen by `routing.py`), the two ends of
+that link run purification rounds on its raw pairs first (`purify.py`) and only the
+survivors, brought to Φ+, go on to be swapped: purify-then-swap. A request to a
+neighbour above the link's fidelity is the one-link case of the same thing.
+
+Memory: each link a node serves for end-to-end requests is promised r + 1 qubits (r its
+rounds; 1 for a raw link) plus an equal share of what no link is promised; a request
+whose promises would exceed a node's memory is refused (NORES), so every purification
+tree can always complete and concurrent requests never deadlock.
 """
 
 import logging
@@ -18,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 from qnemu.node.chains import Chain, ChainTracker
 from qnemu.node.purify import Purifier
 from qnemu.node.requests import deadline_at, request_problem
+from qnemu.node.routing import MAX_ROUNDS, Route, Routing
 from qnemu.physics.bell import BellState, bell_vector
+from qnemu.physics.purification import PROTOCOLS
 from qnemu.wire.broker import BellMeasureOp, FidelityOp, MeasureOp
 from qnemu.wire.control import EntangleDone, EntangleErr, EntangleOk, EntangleRequest
 from qnemu.wire.network import (
@@ -90,7 +102,8 @@ class EndToEndRequest:
     deadline: float = math.inf
     sink: Any = None  # the source's client or workload
     estimated_fidelity: float = math.nan
-    purify_rounds: int = 0  # DEJMPS rounds (one-link paths only)
+    rounds: tuple[int, ...] = ()  # purification rounds per link of the path (): none
+    protocol: str = "dejmps"  # of those rounds
     delivered: int = 0
     finished: bool = False
     link_request: "LinkRequest | None" = None  # the link towards path[index + 1]
@@ -122,6 +135,21 @@ class EndToEndRequest:
     def ends(self) -> tuple[str, str]:
         return (self.path[0], self.path[-1])
 
+    def rounds_on(self, link_index: int) -> int:
+        return self.rounds[link_index] if self.rounds else 0
+
+    def my_links(self) -> list[int]:
+        """The links of the path this node is an end of (one, or two for a repeater)."""
+        return [i for i in (self.index - 1, self.index) if 0 <= i < self.links]
+
+    def memory_need(self) -> list[int]:
+        """Qubits promised here to each of my links: r + 1 (one pair per level, plus one)."""
+        return [self.rounds_on(i) + 1 for i in self.my_links()]
+
+    def mine(self, half: LinkHalf) -> int:
+        """My qubit of a link pair of this request (left end: the first)."""
+        return half.qubits[0] if half.link_index == self.index else half.qubits[1]
+
 
 class NetworkLayer:
     """End-to-end requests through repeaters, on top of a node's link layer."""
@@ -134,7 +162,14 @@ class NetworkLayer:
 
     # ---- source: accept or refuse ----------------------------------------------------
 
-    def submit(self, request: EntangleRequest, sink: Any) -> EndToEndRequest | None:
+    def submit(
+        self, request: EntangleRequest, sink: Any, *, direct: bool = False
+    ) -> EndToEndRequest | None:
+        """Plan a path (and purification rounds) for the request, or refuse it at once.
+
+        Args:
+            direct: a request to a neighbour above its link's fidelity: that link only.
+        """
         node = self.node
         request_id = self._next_id
         self._next_id += 1
@@ -146,17 +181,9 @@ class NetworkLayer:
         if problem is not None:
             refuse("UNSUPP", problem)
             return None
-        route = node.routing.best_route(node.name, request.remote_node_id)
-        if route is None:
-            refuse("UNSUPP", f"no path from {node.name} to {request.remote_node_id!r}")
-            return None
-        if request.minimum_fidelity > route.estimated_fidelity + 1e-12:
-            path = "-".join(route.path)
-            refuse(
-                "NOTIME",
-                f"best path {path} gives fidelity {route.estimated_fidelity:.4f} at most, "
-                f"below minimum_fidelity {request.minimum_fidelity}",
-            )
+        route, refusal = self._plan(request, direct)
+        if refusal is not None:
+            refuse(*refusal)
             return None
         e2e = EndToEndRequest(
             src=node.name,
@@ -169,42 +196,84 @@ class NetworkLayer:
             deadline=deadline_at(node.clock.now(), request.max_time_s),
             sink=sink,
             estimated_fidelity=route.estimated_fidelity,
-            tracker=ChainTracker(len(route.path) - 1),
+            rounds=route.rounds if route.purifies else (),
+            protocol=route.protocol,
+            tracker=ChainTracker(len(route.path) - 1) if len(route.path) > 2 else None,
         )
+        shortage = self._memory_shortage(e2e)
+        if shortage is not None:
+            refuse("NORES", shortage)
+            return None
         self.requests[e2e.key] = e2e
         # Hop by hop, so that each node hears of the path before its left neighbour's CREATE.
         self._forward(e2e)
         return e2e
 
-    def submit_purified(
-        self, request: EntangleRequest, sink: Any, rounds: int, estimated_fidelity: float
-    ) -> EndToEndRequest:
-        """A request to a neighbour above the link's fidelity: DEJMPS rounds on the link.
-        (The caller has checked the parameters and that `rounds` reach the target.)"""
-        node = self.node
-        request_id = self._next_id
-        self._next_id += 1
-        e2e = EndToEndRequest(
-            src=node.name,
-            request_id=request_id,
-            path=(node.name, request.remote_node_id),
-            index=0,
-            type=request.type,
-            basis=request.basis,
-            number=request.number,
-            deadline=deadline_at(node.clock.now(), request.max_time_s),
-            sink=sink,
-            estimated_fidelity=estimated_fidelity,
-            purify_rounds=rounds,
+    def _plan(self, request: EntangleRequest, direct: bool) -> tuple[Route, tuple | None]:
+        """The route for a request, or why it is refused: (code, message)."""
+        node, dst, target = self.node, request.remote_node_id, request.minimum_fidelity
+        routing = node.routing or self._direct_routing(dst)
+        protocol = "dejmps" if request.purify == "none" else request.purify
+        max_rounds = 0 if request.purify == "none" else MAX_ROUNDS
+        route = routing.plan(node.name, dst, target, protocol, max_rounds=max_rounds, direct=direct)
+        if route is None:
+            return route, ("UNSUPP", f"no path from {node.name} to {dst!r}")
+        if target <= route.estimated_fidelity + 1e-12:
+            return route, None
+        path = "-".join(route.path)
+        if max_rounds == 0:
+            how = "without purification (purify: none)"
+        else:
+            how = f"with up to {max_rounds} rounds of {protocol} purification per link"
+            unbounded = routing.plan(
+                node.name, dst, target, protocol, direct=direct, within_memory=False
+            )
+            if unbounded is not None and target <= unbounded.estimated_fidelity + 1e-12:
+                rounds = ", ".join(map(str, unbounded.rounds))
+                return route, (
+                    "NORES",
+                    f"minimum_fidelity {target} needs {protocol} rounds ({rounds}) per link of "
+                    f"{'-'.join(unbounded.path)}, more than the nodes' memories hold; the best "
+                    f"they allow is {route.estimated_fidelity:.4f} on {path}",
+                )
+        return route, (
+            "NOTIME",
+            f"best path {path} gives fidelity {route.estimated_fidelity:.4f} at most {how}, "
+            f"below minimum_fidelity {target}",
         )
-        self.requests[e2e.key] = e2e
-        self._forward(e2e)
-        return e2e
+
+    def _direct_routing(self, dst: str) -> Routing:
+        """A node built without routing (tests): its own links only."""
+        links = [
+            (self.node.name, peer, n.fidelity, 1.0, 0.0, n.coefficients)
+            for peer, n in self.node.neighbours.items()
+        ]
+        return Routing(links, {self.node.name: self.node.memory.capacity})
+
+    def _memory_shortage(self, e2e: EndToEndRequest) -> str | None:
+        """Why this node cannot promise a purifying request its qubits, or None."""
+        if not e2e.rounds:
+            return None  # raw links get a share of whatever is free, as always
+        promised = sum(sum(other.memory_need()) for other in self.requests.values())
+        need = sum(e2e.memory_need())
+        capacity = self.node.memory.capacity
+        if promised + need <= capacity:
+            return None
+        return (
+            f"{self.node.name}: purification needs {need} memory qubits here, "
+            f"{max(0, capacity - promised)} of {capacity} are not promised to other requests"
+        )
 
     def _forward(self, e2e: EndToEndRequest) -> None:
         following = e2e.path[e2e.index + 1]
         body = PathRequest(
-            e2e.src, e2e.request_id, list(e2e.path), e2e.type, e2e.basis, e2e.purify_rounds
+            e2e.src,
+            e2e.request_id,
+            list(e2e.path),
+            e2e.type,
+            e2e.basis,
+            list(e2e.rounds),
+            e2e.protocol,
         )
         self.node.send(following, body)
         e2e.link_request = self.node.start_link_for(e2e, following)
@@ -217,6 +286,15 @@ class NetworkLayer:
         if name not in path or path.index(name) == 0 or path[path.index(name) - 1] != sender:
             log.warning("%s: ignoring path_request from %s for path %s", name, sender, path)
             return
+        rounds = tuple(body.purify_rounds)
+        if (rounds and len(rounds) != len(path) - 1) or not all(
+            0 <= r <= MAX_ROUNDS for r in rounds
+        ):
+            log.warning("%s: ignoring path_request with purify_rounds %s", name, rounds)
+            return
+        if body.purify not in PROTOCOLS:
+            log.warning("%s: ignoring path_request with purify %r", name, body.purify)
+            return
         index = path.index(name)
         e2e = EndToEndRequest(
             src=body.src,
@@ -225,10 +303,15 @@ class NetworkLayer:
             index=index,
             type=body.type,
             basis=body.basis,
-            purify_rounds=body.purify_rounds,
+            rounds=rounds if any(rounds) else (),
+            protocol=body.purify,
         )
         if e2e.role == "dst" and e2e.links > 1:
             e2e.tracker = ChainTracker(e2e.links)
+        shortage = self._memory_shortage(e2e)
+        if shortage is not None:  # the source ends it everywhere (path_end)
+            self.node.send(body.src, PathFailed(body.src, body.request_id, "NORES", shortage))
+            return
         self.requests[e2e.key] = e2e
         if e2e.role == "repeater":
             self._forward(e2e)
@@ -251,14 +334,27 @@ class NetworkLayer:
             attempts=pair.attempts,
             created_at=pair.created_at,
         )
+        if e2e.rounds_on(half.link_index) > 0:
+            e2e.own[half.pair_id] = half
+            await self.purifier.on_link_pair(e2e, half)
+            return
+        await self.accept_link_half(e2e, half, now)
+
+    async def accept_link_half(self, e2e: EndToEndRequest, half: LinkHalf, now: float) -> None:
+        """A link pair ready to be used (raw, or purified as Φ+): swap it (repeater),
+        deliver it (one-link path) or wait for the swaps that join it (end node)."""
+        if e2e.finished:
+            await self.node.release_qubits([e2e.mine(half)])
+            return
         if e2e.role == "repeater":
-            (e2e.right if i_am_left else e2e.left).append(half)
+            (e2e.right if half.link_index == e2e.index else e2e.left).append(half)
             await self._swap_when_ready(e2e)
             return
-        e2e.own[half.pair_id] = half
-        if e2e.purify_rounds > 0:
-            await self.purifier.on_own_pair(e2e, half)
+        if e2e.links == 1:
+            pair = EndPair(half.pair_id, half.qubits, half.bell_state, now, half.attempts)
+            await self.deliver_end_pair(e2e, pair, now)
             return
+        e2e.own[half.pair_id] = half
         chain = e2e.waiting_for_own.pop(half.pair_id, None)
         if chain is not None:
             await self._complete(e2e, chain, now)
@@ -357,19 +453,30 @@ class NetworkLayer:
         e2e.done_here[first] = half
         self._try_deliver(e2e, first)
 
-    async def on_purify_step(self, body: PurifyStep) -> None:
+    def _purifying(self, body, sender: str) -> EndToEndRequest | None:
+        """The request a purify_* message is about, if the sender is the other end of
+        that link and the link is purified; else None (dropped)."""
         e2e = self.requests.get((body.src, body.request_id))
-        if e2e is not None and not e2e.finished:
+        if e2e is None or e2e.finished or body.link_index not in e2e.my_links():
+            return None
+        if e2e.rounds_on(body.link_index) == 0:
+            return None
+        ends = e2e.path[body.link_index : body.link_index + 2]
+        return e2e if sender in ends and sender != self.node.name else None
+
+    async def on_purify_step(self, body: PurifyStep, sender: str) -> None:
+        e2e = self._purifying(body, sender)
+        if e2e is not None:
             await self.purifier.on_step(e2e, body)
 
-    async def on_purify_outcome(self, body: PurifyOutcome) -> None:
-        e2e = self.requests.get((body.src, body.request_id))
-        if e2e is not None and not e2e.finished:
+    async def on_purify_outcome(self, body: PurifyOutcome, sender: str) -> None:
+        e2e = self._purifying(body, sender)
+        if e2e is not None:
             await self.purifier.on_outcome(e2e, body)
 
-    async def on_purify_result(self, body: PurifyResult) -> None:
-        e2e = self.requests.get((body.src, body.request_id))
-        if e2e is not None and not e2e.finished:
+    async def on_purify_result(self, body: PurifyResult, sender: str) -> None:
+        e2e = self._purifying(body, sender)
+        if e2e is not None:
             await self.purifier.on_result(e2e, body)
 
     def on_end_half(self, body: EndHalf) -> None:
@@ -439,8 +546,7 @@ class NetworkLayer:
             self.node.end_link_for(e2e.link_request)
         held = [h.qubits[1] for h in e2e.left] + [h.qubits[0] for h in e2e.right]
         held += unclaimed or []
-        for half in e2e.own.values():
-            held.append(half.qubits[0] if e2e.role == "src" else half.qubits[1])
+        held += [e2e.mine(half) for half in e2e.own.values()]
         for half in e2e.done_here.values():  # source: complete here, never joined by the dst
             if half["qubit"] is not None:
                 held.append(half["qubit"])
@@ -483,25 +589,33 @@ class NetworkLayer:
                         queue.remove(half)
                         lost.append(half.pair_id)
             for pair_id, half in list(e2e.own.items()):
-                mine = half.qubits[0] if e2e.role == "src" else half.qubits[1]
-                if mine in by_qubit:
+                if e2e.mine(half) in by_qubit:
                     del e2e.own[pair_id]
                     lost.append(pair_id)
             if lost:
-                for end in e2e.ends:
-                    self.node.send(end, SegmentBroken(e2e.src, e2e.request_id, lost, "cutoff"))
+                # The ends drop what the pairs joined; the other end of a purified link
+                # drops them from its rounds.
+                told = set(e2e.ends)
+                for i in e2e.my_links():
+                    if e2e.rounds_on(i) > 0:
+                        told |= set(e2e.path[i : i + 2])
+                for other in told - {self.node.name}:
+                    self.node.send(other, SegmentBroken(e2e.src, e2e.request_id, lost, "cutoff"))
+                stale = self.purifier.drop(e2e, set(lost))
+                if stale:
+                    await self.node.release_qubits(stale)
         return expired
 
     async def on_segment_broken(self, body: SegmentBroken) -> None:
         e2e = self.requests.get((body.src, body.request_id))
-        if e2e is None or e2e.tracker is None:
+        if e2e is None or e2e.finished:
             return
-        stale = []
-        for chain in e2e.tracker.discard(body.pair_ids):
+        stale = self.purifier.drop(e2e, set(body.pair_ids))
+        for chain in e2e.tracker.discard(body.pair_ids) if e2e.tracker else []:
             for pair_id in chain.pairs:
                 half = e2e.own.pop(pair_id, None)
                 if half is not None:
-                    stale.append(half.qubits[0] if e2e.role == "src" else half.qubits[1])
+                    stale.append(e2e.mine(half))
         if stale:
             await self.node.release_qubits(stale)
 

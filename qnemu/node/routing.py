@@ -6,10 +6,11 @@ so for Werner links it adds up along the path) plus RATE_WEIGHT_S per second of 
 generation time (raw pairs needed ÷ link rate, summed over links), so fidelity counts
 first and rate breaks near-ties. When the raw links do not reach a request's
 `minimum_fidelity`, the planner purifies link pairs before they are swapped
-("purify-then-swap"): it adds one round at a time to the link where it helps the path's
-fidelity most, until the target is met, the rounds run out (MAX_ROUNDS per link) or the
-nodes' memories could not hold them (r + 1 qubits per purified link at each end). The
-estimates assume perfect gates and no memory decay, so they are upper bounds.
+("purify-then-swap"): it adds one round at a time — to the link where it helps the
+path's fidelity most, or, once one more round reaches the target, where that needs the
+fewest raw pairs — until the target is met, the rounds run out (MAX_ROUNDS per link) or
+the nodes' memories could not hold them (r + 1 qubits per purified link at each end).
+The estimates assume perfect gates and no memory decay, so they are upper bounds.
 """
 
 import itertools
@@ -72,6 +73,7 @@ class _Plan:
     rounds: tuple[int, ...]
     fidelity: float
     rate_hz: float
+    seconds: float  # expected generation time of one end-to-end pair, summed over links
     cost: float
 
 
@@ -89,7 +91,7 @@ def _evaluate(hops: list[Hop], rounds: list[int], protocol: str) -> _Plan:
         slowest = min(slowest, max(hop.rate_hz, 1e-12) / raw_pairs)
     fidelity = swapped_coefficients(links)[0]
     cost = -math.log(max(werner_parameter(fidelity), 1e-12)) + RATE_WEIGHT_S * seconds
-    return _Plan(tuple(rounds), fidelity, slowest, cost)
+    return _Plan(tuple(rounds), fidelity, slowest, seconds, cost)
 
 
 def plan_rounds(
@@ -127,7 +129,11 @@ def plan_rounds(
         better = [(p, c) for p, c in options if p.fidelity > plan.fidelity + 1e-12]
         if not better:
             break  # purification cannot help further (or has no room)
-        plan, rounds = max(better, key=lambda option: option[0].fidelity)
+        reaching = [(p, c) for p, c in better if p.fidelity >= target - 1e-12]
+        if reaching:  # no more purification than the target needs
+            plan, rounds = min(reaching, key=lambda option: option[0].seconds)
+        else:
+            plan, rounds = max(better, key=lambda option: option[0].fidelity)
     return plan
 
 
@@ -171,6 +177,7 @@ class Routing:
         *,
         max_rounds: int = MAX_ROUNDS,
         direct: bool = False,
+        within_memory: bool = True,
     ) -> Route | None:
         """The cheapest plan (path and rounds per link) that reaches `minimum_fidelity`;
         when none does, the plan with the best fidelity (below it: the caller refuses).
@@ -178,13 +185,15 @@ class Routing:
 
         Args:
             direct: only the link between src and dst (a request to a neighbour).
+            within_memory: False to ignore the nodes' memories (to tell NORES from NOTIME).
         """
         candidates = self._paths(src, dst, direct)
         best: tuple[_Plan, tuple[str, ...]] | None = None
         reaching: list[tuple[_Plan, tuple[str, ...]]] = []
         for path in candidates:
             hops = [self.graph.edges[a, b]["hop"] for a, b in itertools.pairwise(path)]
-            memory = [self.memory[n] for n in path] if set(path) <= set(self.memory) else None
+            known = within_memory and set(path) <= set(self.memory)
+            memory = [self.memory[n] for n in path] if known else None
             plan = plan_rounds(hops, minimum_fidelity, protocol, max_rounds, memory)
             if plan.fidelity >= minimum_fidelity - 1e-12:
                 reaching.append((plan, path))

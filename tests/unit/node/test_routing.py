@@ -110,3 +110,10 @@ def test_paths_are_compared_after_purification_and_direct_means_the_link():
     assert routing.plan("a", "d", 0.95, direct=True).path == ("a", "d")
     assert routing.plan("a", "b", 0.99, direct=True).path == ("a", "b")
     assert routing.plan("a", "zz", 0.5) is None
+
+
+def test_once_a_round_reaches_the_target_the_planner_takes_the_one_needing_fewest_pairs():
+    routing = Routing([("a", "b", 0.9, 100.0, 1.0), ("b", "c", 0.9, 100.0, 1.0)])
+    # From (1, 0), both (2, 0) and (1, 1) reach 0.85 with DEJMPS; (1, 1) needs fewer pairs.
+    route = routing.plan("a", "c", 0.85, "dejmps")
+    assert route.rounds == (1, 1)
