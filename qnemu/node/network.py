@@ -418,13 +418,8 @@ class NetworkLayer:
         src_qubit, dst_qubit = pair.qubits
         mine = src_qubit if e2e.role == "src" else dst_qubit
         half: dict[str, Any] = {"delivered_at": now, "qubit": None, "outcome": None, "basis": None}
-        fidelity = e2e.estimated_fidelity
         if e2e.type == "keep":
             half["qubit"] = mine
-            if e2e.role == "src":  # the OK's goodness: the oracle, now
-                target = bell_vector(BellState(pair.bell_state))
-                op = FidelityOp([src_qubit, dst_qubit], target.real.tolist(), target.imag.tolist())
-                (fidelity,) = await self.node.broker_ops([op])
         else:
             basis = self.node.pick_basis(e2e.basis)
             self.node.forget_qubits([mine])
@@ -445,13 +440,13 @@ class NetworkLayer:
             return
         half.update(
             bell_state=pair.bell_state,
-            fidelity=min(1.0, float(fidelity)),
+            fidelity=e2e.estimated_fidelity,
             created_at=pair.created_at,
             attempts=pair.attempts,
             dst_qubit=dst_qubit,
         )
         e2e.done_here[first] = half
-        self._try_deliver(e2e, first)
+        await self._try_deliver(e2e, first)
 
     def _purifying(self, body, sender: str) -> EndToEndRequest | None:
         """The request a purify_* message is about, if the sender is the other end of
@@ -479,19 +474,31 @@ class NetworkLayer:
         if e2e is not None:
             await self.purifier.on_result(e2e, body)
 
-    def on_end_half(self, body: EndHalf) -> None:
+    async def on_end_half(self, body: EndHalf) -> None:
         e2e = self.requests.get((body.src, body.request_id))
         if e2e is None or e2e.finished or e2e.role != "src":
             return
         e2e.done_there[body.first_pair_id] = body
-        self._try_deliver(e2e, body.first_pair_id)
+        await self._try_deliver(e2e, body.first_pair_id)
 
-    def _try_deliver(self, e2e: EndToEndRequest, first: str) -> None:
+    async def _try_deliver(self, e2e: EndToEndRequest, first: str) -> None:
         here, there = e2e.done_here.get(first), e2e.done_there.get(first)
         if here is None or there is None:
             return
         del e2e.done_here[first], e2e.done_there[first]
         keep = e2e.type == "keep"
+        if keep:
+            # The OK's goodness: the oracle, once both ends are done with their halves
+            # (the destination may still have rotated its half, e.g. BBPSSW's last twirl).
+            target = bell_vector(BellState(here["bell_state"]))
+            op = FidelityOp(
+                [here["qubit"], there.qubit], target.real.tolist(), target.imag.tolist()
+            )
+            (fidelity,) = await self.node.broker_ops([op])
+            here["fidelity"] = min(1.0, float(fidelity))
+            if e2e.finished:  # ended meanwhile: the destination frees its half (path_end)
+                await self.node.release_qubits([here["qubit"]])
+                return
         pair = EntangleOk(
             create_id=e2e.request_id,
             sequence_number=e2e.delivered,
