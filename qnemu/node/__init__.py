@@ -4,8 +4,8 @@ Owns: a quantum memory of qubit *handles* (`memory.py`), the link layer towards 
 neighbour (`requests.py`: credits, halves, pair assembly; `service.py`: the messages),
 the network layer (`routing.py`: paths and purification rounds; `network.py`: swap as
 soon as possible; `purify.py`: DEJMPS/BBPSSW rounds on a link; `chains.py`: the Pauli
-frame of swapped pairs), and control for clients (entangle, measure, free). Never touches amplitudes: every
-quantum operation is a request to the state broker.
+frame of swapped pairs), and control for clients (entangle, measure, free). Never
+touches amplitudes: every quantum operation is a request to the state broker.
 """
 
 from qnemu.node.memory import HeldQubit, QuantumMemory
