@@ -116,6 +116,7 @@ class EndToEndRequest:
     done_there: dict[str, EndHalf] = field(default_factory=dict)  # source: the dst's half
     handed: dict[str, int] = field(default_factory=dict)  # dst, keep: halves sent to the source
     delivered_ids: list[str] = field(default_factory=list)  # source: first pair ids delivered
+    lost: set[str] = field(default_factory=set)  # link pairs dropped (cutoff) anywhere
 
     @property
     def key(self) -> Key:
@@ -324,10 +325,16 @@ class NetworkLayer:
         if e2e is None or e2e.finished:
             await self.node.release_qubits([pair.qubit])
             return
+        if pair.qubit not in self.node.memory.held:
+            return  # past the cutoff while its herald was handled: already freed
+        pair_id = f"{request.initiator}:{request.create_id}:{pair.sequence_number}"
+        if pair_id in e2e.lost:  # the other end dropped it before my herald came
+            await self.node.release_qubits([pair.qubit])
+            return
         i_am_left = request.initiator == self.node.name
         left_node = self.node.name if i_am_left else request.peer
         half = LinkHalf(
-            pair_id=f"{request.initiator}:{request.create_id}:{pair.sequence_number}",
+            pair_id=pair_id,
             link_index=e2e.path.index(left_node),
             bell_state=pair.bell_state,
             qubits=(pair.qubit, pair.peer_qubit) if i_am_left else (pair.peer_qubit, pair.qubit),
@@ -343,8 +350,12 @@ class NetworkLayer:
     async def accept_link_half(self, e2e: EndToEndRequest, half: LinkHalf, now: float) -> None:
         """A link pair ready to be used (raw, or purified as Φ+): swap it (repeater),
         deliver it (one-link path) or wait for the swaps that join it (end node)."""
-        if e2e.finished:
+        if e2e.finished or half.pair_id in e2e.lost:  # (lost: told while it was purified)
             await self.node.release_qubits([e2e.mine(half)])
+            return
+        if e2e.mine(half) not in self.node.memory.held:
+            # Past the cutoff while it was being purified (freed then, in no queue yet).
+            self._tell_lost(e2e, [half.pair_id])
             return
         if e2e.role == "repeater":
             (e2e.right if half.link_index == e2e.index else e2e.left).append(half)
@@ -588,7 +599,7 @@ class NetworkLayer:
     async def on_expired(self, expired: list["HeldQubit"]) -> list["HeldQubit"]:
         """Qubits past the cutoff: drop them from requests, tell the ends; returns the rest."""
         by_qubit = {held.qubit: held for held in expired}
-        for e2e in self.requests.values():
+        for e2e in list(self.requests.values()):  # (it awaits: requests may come and go)
             lost: list[str] = []
             for queue, mine in ((e2e.left, 1), (e2e.right, 0)):
                 for half in list(queue):
@@ -600,24 +611,37 @@ class NetworkLayer:
                     del e2e.own[pair_id]
                     lost.append(pair_id)
             if lost:
-                # The ends drop what the pairs joined; the other end of a purified link
-                # drops them from its rounds.
-                told = set(e2e.ends)
-                for i in e2e.my_links():
-                    if e2e.rounds_on(i) > 0:
-                        told |= set(e2e.path[i : i + 2])
-                for other in told - {self.node.name}:
-                    self.node.send(other, SegmentBroken(e2e.src, e2e.request_id, lost, "cutoff"))
+                self._tell_lost(e2e, lost)
                 stale = self.purifier.drop(e2e, set(lost))
                 if stale:
                     await self.node.release_qubits(stale)
         return expired
 
+    def _tell_lost(self, e2e: EndToEndRequest, pair_ids: list[str]) -> None:
+        """These link pairs are gone here (cutoff): the ends drop what they joined, and
+        the other end of each of my links drops its halves (and their rounds)."""
+        e2e.lost.update(pair_ids)
+        told = set(e2e.ends)
+        for i in e2e.my_links():
+            told |= set(e2e.path[i : i + 2])
+        for other in told - {self.node.name}:
+            self.node.send(other, SegmentBroken(e2e.src, e2e.request_id, pair_ids, "cutoff"))
+
     async def on_segment_broken(self, body: SegmentBroken) -> None:
         e2e = self.requests.get((body.src, body.request_id))
         if e2e is None or e2e.finished:
             return
-        stale = self.purifier.drop(e2e, set(body.pair_ids))
+        lost = set(body.pair_ids)
+        e2e.lost |= lost
+        stale = self.purifier.drop(e2e, lost)
+        for pair_id in lost:  # my halves of them, not yet in any chain
+            half = e2e.own.pop(pair_id, None)
+            if half is not None:
+                stale.append(e2e.mine(half))
+        for queue in (e2e.left, e2e.right):  # repeater: not worth a swap any more
+            for half in [h for h in queue if h.pair_id in lost]:
+                queue.remove(half)
+                stale.append(e2e.mine(half))
         for chain in e2e.tracker.discard(body.pair_ids) if e2e.tracker else []:
             for pair_id in chain.pairs:
                 half = e2e.own.pop(pair_id, None)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["Purifier"]
 
 log = logging.getLogger(__name__)
+LOST = -1  # the outcome the right end reports for a round it could not run
 
 
 @dataclass
@@ -56,6 +57,7 @@ class _Link:
     # right end
     ready: set[str] = field(default_factory=set)  # pairs brought to Φ+
     steps: list[PurifyStep] = field(default_factory=list)  # waiting for their heralds
+    lost: set[str] = field(default_factory=set)  # dropped (cutoff): a step naming one fails
 
 
 class Purifier:
@@ -202,6 +204,9 @@ class Purifier:
         await self._run_waiting_steps(e2e, link)
 
     async def _run_waiting_steps(self, e2e: "EndToEndRequest", link: _Link) -> None:
+        for step in [s for s in link.steps if {s.keep_id, s.sacrifice_id} & link.lost]:
+            link.steps.remove(step)
+            await self._cannot_run(e2e, link, step)
         while not e2e.finished:
             step = next((s for s in link.steps if {s.keep_id, s.sacrifice_id} <= link.ready), None)
             if step is None:
@@ -212,9 +217,19 @@ class Purifier:
                 e2e, link, step.keep_id, step.sacrifice_id, list(step.twirls)
             )
             if outcome is None:
+                await self._cannot_run(e2e, link, step)
                 continue
             reply = PurifyOutcome(e2e.src, e2e.request_id, step.keep_id, outcome, link.index)
             self.node.send(link.peer, reply)
+
+    async def _cannot_run(self, e2e: "EndToEndRequest", link: _Link, step: PurifyStep) -> None:
+        """A pair of this step is gone here (cutoff): drop the other, and answer LOST so
+        the left end fails the round instead of waiting for an outcome forever."""
+        freed = self.drop(e2e, {step.keep_id, step.sacrifice_id})
+        if freed:
+            await self.node.release_qubits(freed)
+        reply = PurifyOutcome(e2e.src, e2e.request_id, step.keep_id, LOST, link.index)
+        self.node.send(link.peer, reply)
 
     async def on_result(self, e2e: "EndToEndRequest", body: PurifyResult) -> None:
         link = self.link(e2e, body.link_index)
@@ -272,6 +287,7 @@ class Purifier:
             for queue in link.waiting.values():
                 for pair_id in [p for p in queue if p in lost]:
                     queue.remove(pair_id)
+            link.lost |= lost
             for pair_id in lost:
                 link.level_of.pop(pair_id, None)
                 link.attempts.pop(pair_id, None)

@@ -135,7 +135,7 @@ class PurifyOutcome:
     src: Str
     request_id: Int
     keep_id: Str
-    outcome: Int
+    outcome: Int  # 0 or 1; -1: a pair of the round was lost here (cutoff): it fails
     link_index: Int = 0
 
 

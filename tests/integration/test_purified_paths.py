@@ -14,6 +14,7 @@ above that: the planner purifies each link once, then the repeater swaps.
 """
 
 import asyncio
+import contextlib
 import urllib.request
 
 import pytest
@@ -187,6 +188,16 @@ async def in_use(client) -> dict[str, int]:
     return {node: (await client.stats(node))["memory"]["in_use"] for node in "abc"}
 
 
+def metric(network, node: str, name: str) -> float:
+    text = urllib.request.urlopen(network.plan.process(node).metrics_url, timeout=5).read()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text.decode())
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
 def rounds_by_result(network, *nodes: str) -> dict[str, float]:
     """Purification rounds counted at the left end of each link (the one that decides)."""
     counts = {"success": 0.0, "failure": 0.0}
@@ -198,3 +209,31 @@ def rounds_by_result(network, *nodes: str) -> dict[str, float]:
                 if sample.name == "qnemu_purification_rounds_total":
                     counts[sample.labels["result"]] += sample.value
     return counts
+
+
+def test_pairs_cut_off_during_purification_leak_nothing(network_factory):
+    """The repeater drops pairs after 5 ms: rounds lose pairs at either end of a link;
+    whatever gets delivered, every qubit is free again once the request is over."""
+    spec = {
+        **TOPOLOGY,
+        "name": "purified-line-cutoff",
+        "nodes": {"a": {}, "b": {"cutoff_s": 0.02}, "c": {}},
+    }
+    launched = network_factory(spec)
+
+    async def run() -> tuple[list, dict]:
+        delivered = []
+        async with QnemuClient(launched.run_dir) as client:
+            with contextlib.suppress(EntangleError):  # TIMEOUT is fine, so is done
+                async for pair in client.entangle(
+                    "a", "c", pairs=20, minimum_fidelity=TARGET, purify="bbpssw", timeout_s=5
+                ):
+                    delivered.append(pair)
+                    await client.free("a", [pair.qubits[0]])
+                    await client.free("c", [pair.qubits[1]])
+            return delivered, await in_use(client)
+
+    delivered, memory = asyncio.run(run())
+    assert memory == {"a": 0, "b": 0, "c": 0}
+    assert all(pair.fidelity > 0.8 for pair in delivered)
+    assert metric(launched, "b", "qnemu_memory_qubits_expired_total") > 0
