@@ -496,8 +496,11 @@ class NetworkLayer:
         here, there = e2e.done_here.get(first), e2e.done_there.get(first)
         if here is None or there is None:
             return
-        del e2e.done_here[first], e2e.done_there[first]
         keep = e2e.type == "keep"
+        if keep and there.qubit is None:
+            log.warning("%s: end_half without a qubit for keep request %s", e2e.src, e2e.key)
+            return
+        del e2e.done_here[first], e2e.done_there[first]
         if keep:
             # The OK's goodness: the oracle, once both ends are done with their halves
             # (the destination may still have rotated its half, e.g. BBPSSW's last twirl).

@@ -167,9 +167,10 @@ class Purifier:
             return
         mine, _ = link.pending.pop(body.keep_id)
         level = link.level_of.pop(body.keep_id, 0) + 1
-        # A kept pair lost here meanwhile (cutoff) fails the round at both ends.
-        success = mine == body.outcome and body.keep_id in e2e.own
-        result = "success" if success else "failure"
+        # A pair lost at either end meanwhile (cutoff) fails the round at both ends.
+        lost = body.outcome == LOST or body.keep_id not in e2e.own
+        success = mine == body.outcome and not lost
+        result = "lost" if lost else "success" if success else "failure"
         self.node.m_purification.labels(peer=link.peer, result=result).inc()
         final = success and level >= link.rounds
         attempts = link.attempts.pop(body.keep_id, 0) if final or not success else 0

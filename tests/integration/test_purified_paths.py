@@ -200,7 +200,7 @@ def metric(network, node: str, name: str) -> float:
 
 def rounds_by_result(network, *nodes: str) -> dict[str, float]:
     """Purification rounds counted at the left end of each link (the one that decides)."""
-    counts = {"success": 0.0, "failure": 0.0}
+    counts = {"success": 0.0, "failure": 0.0, "lost": 0.0}
     for node in nodes:
         url = network.plan.process(node).metrics_url
         text = urllib.request.urlopen(url, timeout=5).read().decode()
