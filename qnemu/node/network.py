@@ -14,9 +14,10 @@ survivors, brought to Φ+, go on to be swapped: purify-then-swap. A request to a
 neighbour above the link's fidelity is the one-link case of the same thing.
 
 Memory: each link a node serves for end-to-end requests is promised r + 1 qubits (r its
-rounds; 1 for a raw link) plus an equal share of what no link is promised; a request
-whose promises would exceed a node's memory is refused (NORES), so every purification
-tree can always complete and concurrent requests never deadlock.
+rounds; 1 for a raw link) plus an equal share of what no link is promised; while any
+request at a node purifies, a request whose promises would exceed the node's memory is
+refused (NORES), so every purification tree can always complete and concurrent requests
+never deadlock.
 """
 
 import logging
@@ -252,16 +253,20 @@ class NetworkLayer:
         return Routing(links, {self.node.name: self.node.memory.capacity})
 
     def _memory_shortage(self, e2e: EndToEndRequest) -> str | None:
-        """Why this node cannot promise a purifying request its qubits, or None."""
-        if not e2e.rounds:
-            return None  # raw links get a share of whatever is free, as always
-        promised = sum(sum(other.memory_need()) for other in self.requests.values())
+        """Why this node cannot promise the request its qubits, or None. Checked when
+        purification is involved (this request's or another's here), so that every
+        promise is kept; raw requests alone share whatever is free, as they always did."""
+        others = list(self.requests.values())
+        if not e2e.rounds and not any(other.rounds for other in others):
+            return None
+        promised = sum(sum(other.memory_need()) for other in others)
         need = sum(e2e.memory_need())
         capacity = self.node.memory.capacity
         if promised + need <= capacity:
             return None
+        what = "purification needs" if e2e.rounds else "this path needs"
         return (
-            f"{self.node.name}: purification needs {need} memory qubits here, "
+            f"{self.node.name}: {what} {need} memory qubits here, "
             f"{max(0, capacity - promised)} of {capacity} are not promised to other requests"
         )
 

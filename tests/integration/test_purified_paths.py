@@ -179,6 +179,9 @@ async def test_concurrent_purified_requests_keep_their_memory_promises(network):
         with pytest.raises(EntangleError) as nores:
             await kept_fidelities(client, "dejmps", 3, target=0.93)
         assert nores.value.code == "NORES" and "b: purification needs 6" in nores.value.message
+        # A raw path needs one qubit per link at b: 6 + 2 fit.
+        raw = [p async for p in client.entangle("a", "c", pairs=3, measure="Z", timeout_s=60)]
+        assert len(raw) == 3
         assert len(await first) == 3
         assert await in_use(client) == {"a": 0, "b": 0, "c": 0}
 
