@@ -116,8 +116,9 @@ class Purifier:
             # Our half of the round first, then the step: the right end's outcome can
             # only come back once ours is known.
             outcome = await self._local_round(e2e, link, keep, sacrifice, twirls)
-            if outcome is None:
-                return
+            if outcome is None:  # one was lost meanwhile: the other waits for a new partner
+                queue.extendleft(p for p in (sacrifice, keep) if p in e2e.own)
+                continue
             link.pending[keep] = (outcome, sacrifice)
             link.attempts[keep] = link.attempts.get(keep, 0) + link.attempts.pop(sacrifice, 0)
             step = PurifyStep(e2e.src, e2e.request_id, keep, sacrifice, link.index, twirls)
