@@ -2,10 +2,11 @@
 
 Owns: a quantum memory of qubit *handles* (`memory.py`), the link layer towards each
 neighbour (`requests.py`: credits, halves, pair assembly; `service.py`: the messages),
-the network layer (`routing.py`: paths and purification rounds; `network.py`: swap as
-soon as possible; `purify.py`: DEJMPS/BBPSSW rounds on a link; `chains.py`: the Pauli
-frame of swapped pairs), and control for clients (entangle, measure, free). Never
-touches amplitudes: every quantum operation is a request to the state broker.
+the network layer (`routing.py`: paths and purification rounds; `admission.py`:
+refusals and memory promises; `network.py`: swap as soon as possible; `purify.py`:
+DEJMPS/BBPSSW rounds on a link; `chains.py`: the Pauli frame of swapped pairs), and
+control for clients (entangle, measure, free). Never touches amplitudes: every quantum
+operation is a request to the state broker.
 """
 
 from qnemu.node.memory import HeldQubit, QuantumMemory

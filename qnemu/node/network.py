@@ -13,11 +13,8 @@ that link run purification rounds on its raw pairs first (`purify.py`) and only 
 survivors, brought to Φ+, go on to be swapped: purify-then-swap. A request to a
 neighbour above the link's fidelity is the one-link case of the same thing.
 
-Memory: each link a node serves for end-to-end requests is promised r + 1 qubits (r its
-rounds; 1 for a raw link) plus an equal share of what no link is promised; while any
-request at a node purifies, a request whose promises would exceed the node's memory is
-refused (NORES), so every purification tree can always complete and concurrent requests
-never deadlock.
+Which plan serves a request, or why it is refused, and the memory each link of a
+request is promised at a node, are decided in `admission.py`.
 """
 
 import logging
@@ -26,10 +23,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from qnemu.node.admission import link_window, memory_shortage, plan_request
 from qnemu.node.chains import Chain, ChainTracker
 from qnemu.node.purify import Purifier
 from qnemu.node.requests import deadline_at, request_problem
-from qnemu.node.routing import MAX_ROUNDS, Route, Routing
+from qnemu.node.routing import MAX_ROUNDS, Routing
 from qnemu.physics.bell import BellState, bell_vector
 from qnemu.physics.purification import PROTOCOLS
 from qnemu.wire.broker import BellMeasureOp, FidelityOp, MeasureOp
@@ -183,7 +181,8 @@ class NetworkLayer:
         if problem is not None:
             refuse("UNSUPP", problem)
             return None
-        route, refusal = self._plan(request, direct)
+        routing = node.routing or self._direct_routing()
+        route, refusal = plan_request(request, node.name, routing, direct=direct)
         if refusal is not None:
             refuse(*refusal)
             return None
@@ -211,41 +210,8 @@ class NetworkLayer:
         self._forward(e2e)
         return e2e
 
-    def _plan(self, request: EntangleRequest, direct: bool) -> tuple[Route, tuple | None]:
-        """The route for a request, or why it is refused: (code, message)."""
-        node, dst, target = self.node, request.remote_node_id, request.minimum_fidelity
-        routing = node.routing or self._direct_routing(dst)
-        protocol = "dejmps" if request.purify == "none" else request.purify
-        max_rounds = 0 if request.purify == "none" else MAX_ROUNDS
-        route = routing.plan(node.name, dst, target, protocol, max_rounds=max_rounds, direct=direct)
-        if route is None:
-            return route, ("UNSUPP", f"no path from {node.name} to {dst!r}")
-        if target <= route.estimated_fidelity + 1e-12:
-            return route, None
-        path = "-".join(route.path)
-        if max_rounds == 0:
-            how = "without purification (purify: none)"
-        else:
-            how = f"with up to {max_rounds} rounds of {protocol} purification per link"
-            unbounded = routing.plan(
-                node.name, dst, target, protocol, direct=direct, within_memory=False
-            )
-            if unbounded is not None and target <= unbounded.estimated_fidelity + 1e-12:
-                rounds = ", ".join(map(str, unbounded.rounds))
-                return route, (
-                    "NORES",
-                    f"minimum_fidelity {target} needs {protocol} rounds ({rounds}) per link of "
-                    f"{'-'.join(unbounded.path)}, more than the nodes' memories hold; the best "
-                    f"they allow is {route.estimated_fidelity:.4f} on {path}",
-                )
-        return route, (
-            "NOTIME",
-            f"best path {path} gives fidelity {route.estimated_fidelity:.4f} at most {how}, "
-            f"below minimum_fidelity {target}",
-        )
-
-    def _direct_routing(self, dst: str) -> Routing:
-        """A node built without routing (tests): its own links only."""
+    def _direct_routing(self) -> Routing:
+        """For a node built without routing (tests): its own links only."""
         links = [
             (self.node.name, peer, n.fidelity, 1.0, 0.0, n.coefficients)
             for peer, n in self.node.neighbours.items()
@@ -253,22 +219,13 @@ class NetworkLayer:
         return Routing(links, {self.node.name: self.node.memory.capacity})
 
     def _memory_shortage(self, e2e: EndToEndRequest) -> str | None:
-        """Why this node cannot promise the request its qubits, or None. Checked when
-        purification is involved (this request's or another's here), so that every
-        promise is kept; raw requests alone share whatever is free, as they always did."""
-        others = list(self.requests.values())
-        if not e2e.rounds and not any(other.rounds for other in others):
-            return None
-        promised = sum(sum(other.memory_need()) for other in others)
-        need = sum(e2e.memory_need())
+        node = self.node
+        return memory_shortage(node.name, node.memory.capacity, e2e, self.requests.values())
+
+    def window(self, purpose: Key, peer: str) -> int:
+        """The qubits the link towards `peer` of request `purpose` may hold here."""
         capacity = self.node.memory.capacity
-        if promised + need <= capacity:
-            return None
-        what = "purification needs" if e2e.rounds else "this path needs"
-        return (
-            f"{self.node.name}: {what} {need} memory qubits here, "
-            f"{max(0, capacity - promised)} of {capacity} are not promised to other requests"
-        )
+        return link_window(capacity, self.requests.values(), self.requests.get(purpose), peer)
 
     def _forward(self, e2e: EndToEndRequest) -> None:
         following = e2e.path[e2e.index + 1]

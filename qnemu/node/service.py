@@ -392,7 +392,7 @@ class NodeService(Service):
         )
         if create.purpose is not None:
             request.purpose = _purpose_key(create.purpose)
-            request.max_window = self._window_for(request.purpose, initiator)
+            request.max_window = self.network_layer.window(request.purpose, initiator)
         self.requests[request.key] = request
         self.send(initiator, CreateAccept(create.create_id))
         self._grant_credits(request)
@@ -408,7 +408,7 @@ class NodeService(Service):
     def _grant_credits(self, request: LinkRequest) -> None:
         holding = 0
         if request.purpose is not None:  # shares change as end-to-end requests come and go
-            request.max_window = self._window_for(request.purpose, request.peer)
+            request.max_window = self.network_layer.window(request.purpose, request.peer)
             holding = self.memory.holding(request.key)
         wanted = request.credits_wanted(self.memory.free_slots, holding)
         granted = self.memory.reserve(wanted) if request.type == "keep" else wanted
@@ -657,7 +657,7 @@ class NodeService(Service):
             started_at=self.clock.now(),
             sink=_PathLinkSink(self.network_layer, purpose),
             purpose=purpose,
-            max_window=self._window_for(purpose, peer),
+            max_window=self.network_layer.window(purpose, peer),
         )
         self.requests[request.key] = request
         body = CreateRequest(
@@ -672,21 +672,6 @@ class NodeService(Service):
         )
         self.send(peer, body)
         return request
-
-    def _window_for(self, purpose: tuple[str, int], peer: str) -> int:
-        """The memory one link of an end-to-end request may hold: what it is promised
-        (r + 1 qubits for r purification rounds, 1 for a raw link) plus an equal share of
-        the rest, over every link this node serves for end-to-end requests (a repeater
-        serves two per request), so that concurrent requests always keep their promise
-        and never deadlock."""
-        requests = self.network_layer.requests
-        needs = [need for e2e in requests.values() for need in e2e.memory_need()]
-        spare = max(0, self.memory.capacity - sum(needs)) // max(1, len(needs))
-        e2e = requests.get(purpose)
-        if e2e is None or peer not in e2e.path:
-            return max(1, spare)
-        link = min(e2e.path.index(peer), e2e.index)
-        return e2e.rounds_on(link) + 1 + spare
 
     def end_link_for(self, request: LinkRequest) -> None:
         self._finish(request, None, "done")
