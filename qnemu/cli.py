@@ -2,7 +2,8 @@
 
 qnemu up TOPOLOGY [--run-dir DIR] [--duration S] [--detach]
 qnemu status [--run-dir DIR] [--json]          qnemu down [--run-dir DIR]
-qnemu entangle SRC DST --pairs N [--minimum-fidelity F] [--measure BASIS] [--json]
+qnemu entangle SRC DST --pairs N [--minimum-fidelity F] [--purify dejmps|bbpssw|none]
+               [--measure BASIS] [--json]
 qnemu validate FILE
 qnemu report [RUN_DIR] [-o FILE]          qnemu record [RUN_DIR] [--interval S]
 qnemu fault cut|restore|set|eavesdrop LINK | classical NODE | kill|restart|... NAME | clear
@@ -298,6 +299,7 @@ async def _entangle(run_dir: Path, args: argparse.Namespace) -> int:
                 minimum_fidelity=args.minimum_fidelity,
                 measure=args.measure,
                 timeout_s=args.timeout,
+                purify=args.purify,
             ):
                 delivered += 1
                 record = {
@@ -500,7 +502,20 @@ def build_parser() -> argparse.ArgumentParser:
     entangle.add_argument("src")
     entangle.add_argument("dst")
     entangle.add_argument("--pairs", type=int, default=1)
-    entangle.add_argument("--minimum-fidelity", type=float, default=0.0)
+    entangle.add_argument(
+        "--minimum-fidelity",
+        type=float,
+        default=0.0,
+        help="refuse (NOTIME, with the best reachable) unless the pairs can reach it",
+    )
+    entangle.add_argument(
+        "--purify",
+        choices=["dejmps", "bbpssw", "none"],
+        default="dejmps",
+        help="above what the links give, purify link pairs before swapping them with this "
+        "protocol (up to 3 rounds per link, chosen by the planner); none: refuse instead "
+        "(default: dejmps)",
+    )
     entangle.add_argument("--measure", choices=["Z", "X", "Y", "random"], help="measure mode")
     entangle.add_argument("--timeout", type=_positive, default=10.0, help="emulated seconds")
     entangle.add_argument("--hold", action="store_true", help="keep kept pairs in memory")

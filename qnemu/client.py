@@ -166,11 +166,14 @@ class QnemuClient:
         minimum_fidelity: float = 0.0,
         measure: str | None = None,
         timeout_s: float = 10.0,
+        purify: str = "dejmps",
     ) -> AsyncIterator[EntangleOk]:
         """Yield each delivered pair; raise EntangleError on the link layer's ERR.
 
         `measure` None keeps the pairs in memory (free or measure them afterwards);
-        Z, X, Y or random measures both halves at once in that basis.
+        Z, X, Y or random measures both halves at once in that basis. `purify`: how
+        the nodes lift pairs above what the links give when `minimum_fidelity` asks
+        for it (dejmps, bbpssw), or none to be refused instead.
         """
         request = EntangleRequest(
             remote_node_id=dst,
@@ -179,6 +182,7 @@ class QnemuClient:
             max_time_s=timeout_s,
             type="keep" if measure is None else "measure",
             basis=measure or "random",
+            purify=purify,
         )
         msg_id = await self._send(src, request)
         # The node enforces the emulated deadline; the wall-clock guard covers a dead node.

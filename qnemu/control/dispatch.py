@@ -234,6 +234,7 @@ class RequestDispatcher:
                 max_time_s=request.max_time_s,
                 type=request.type,
                 basis=request.basis,
+                purify=request.purify,
             ),
             sink,
         )

@@ -75,6 +75,7 @@ class EntangleRequestPayload(_Payload):
     max_time_s: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 10.0
     type: Literal["keep", "measure"] = "keep"
     basis: Literal["Z", "X", "Y", "random"] = "random"
+    purify: Literal["dejmps", "bbpssw", "none"] = "dejmps"
 
 
 class FreeRequestPayload(_Payload):

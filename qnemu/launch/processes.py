@@ -115,10 +115,18 @@ def build_service(plan: RunPlan, name: str, run_dir: Path | None = None) -> Serv
         delays[station] = delay_s(arms[name])
     routing = Routing(
         [
-            (link.nodes[0], link.nodes[1], physics.fidelity, physics.expected_rate_hz, length)
+            (
+                link.nodes[0],
+                link.nodes[1],
+                physics.fidelity,
+                physics.expected_rate_hz,
+                length,
+                phi_plus_coefficients(physics),
+            )
             for link in topology.entanglement_links()
             for physics, length in [(link.physics(), sum(arm_lengths_km(link)))]
-        ]
+        ],
+        memory={node: topology.nodes[node].qubits for node in topology.nodes},
     )
     # Nodes further away are reached over the shortest fibre of any kind, when a path
     # (of entanglement or of key relay) needs them.

@@ -7,6 +7,14 @@ end nodes; the end nodes join the reports into chains (`chains.py`) and, when a 
 covers the whole path, hold one end-to-end pair whose Bell state is the XOR of its link
 pairs' Bell states and the swap outcomes. The destination sends its half to the source,
 which gives the client one OK per end-to-end pair.
+
+When the plan purifies a link (`rounds[i] > 0`, chosen by `routing.py`), the two ends of
+that link run purification rounds on its raw pairs first (`purify.py`) and only the
+survivors, brought to Φ+, go on to be swapped: purify-then-swap. A request to a
+neighbour above the link's fidelity is the one-link case of the same thing.
+
+Which plan serves a request, or why it is refused, and the memory each link of a
+request is promised at a node, are decided in `admission.py`.
 """
 
 import logging
@@ -15,10 +23,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from qnemu.node.admission import link_window, memory_shortage, plan_request
 from qnemu.node.chains import Chain, ChainTracker
 from qnemu.node.purify import Purifier
 from qnemu.node.requests import deadline_at, request_problem
+from qnemu.node.routing import MAX_ROUNDS, Routing
 from qnemu.physics.bell import BellState, bell_vector
+from qnemu.physics.purification import PROTOCOLS
 from qnemu.wire.broker import BellMeasureOp, FidelityOp, MeasureOp
 from qnemu.wire.control import EntangleDone, EntangleErr, EntangleOk, EntangleRequest
 from qnemu.wire.network import (
@@ -90,7 +101,8 @@ class EndToEndRequest:
     deadline: float = math.inf
     sink: Any = None  # the source's client or workload
     estimated_fidelity: float = math.nan
-    purify_rounds: int = 0  # DEJMPS rounds (one-link paths only)
+    rounds: tuple[int, ...] = ()  # purification rounds per link of the path (): none
+    protocol: str = "dejmps"  # of those rounds
     delivered: int = 0
     finished: bool = False
     link_request: "LinkRequest | None" = None  # the link towards path[index + 1]
@@ -103,6 +115,7 @@ class EndToEndRequest:
     done_there: dict[str, EndHalf] = field(default_factory=dict)  # source: the dst's half
     handed: dict[str, int] = field(default_factory=dict)  # dst, keep: halves sent to the source
     delivered_ids: list[str] = field(default_factory=list)  # source: first pair ids delivered
+    lost: set[str] = field(default_factory=set)  # link pairs dropped (cutoff) anywhere
 
     @property
     def key(self) -> Key:
@@ -122,6 +135,21 @@ class EndToEndRequest:
     def ends(self) -> tuple[str, str]:
         return (self.path[0], self.path[-1])
 
+    def rounds_on(self, link_index: int) -> int:
+        return self.rounds[link_index] if self.rounds else 0
+
+    def my_links(self) -> list[int]:
+        """The links of the path this node is an end of (one, or two for a repeater)."""
+        return [i for i in (self.index - 1, self.index) if 0 <= i < self.links]
+
+    def memory_need(self) -> list[int]:
+        """Qubits promised here to each of my links: r + 1 (one pair per level, plus one)."""
+        return [self.rounds_on(i) + 1 for i in self.my_links()]
+
+    def mine(self, half: LinkHalf) -> int:
+        """My qubit of a link pair of this request (left end: the first)."""
+        return half.qubits[0] if half.link_index == self.index else half.qubits[1]
+
 
 class NetworkLayer:
     """End-to-end requests through repeaters, on top of a node's link layer."""
@@ -134,7 +162,14 @@ class NetworkLayer:
 
     # ---- source: accept or refuse ----------------------------------------------------
 
-    def submit(self, request: EntangleRequest, sink: Any) -> EndToEndRequest | None:
+    def submit(
+        self, request: EntangleRequest, sink: Any, *, direct: bool = False
+    ) -> EndToEndRequest | None:
+        """Plan a path (and purification rounds) for the request, or refuse it at once.
+
+        Args:
+            direct: a request to a neighbour above its link's fidelity: that link only.
+        """
         node = self.node
         request_id = self._next_id
         self._next_id += 1
@@ -146,17 +181,10 @@ class NetworkLayer:
         if problem is not None:
             refuse("UNSUPP", problem)
             return None
-        route = node.routing.best_route(node.name, request.remote_node_id)
-        if route is None:
-            refuse("UNSUPP", f"no path from {node.name} to {request.remote_node_id!r}")
-            return None
-        if request.minimum_fidelity > route.estimated_fidelity + 1e-12:
-            path = "-".join(route.path)
-            refuse(
-                "NOTIME",
-                f"best path {path} gives fidelity {route.estimated_fidelity:.4f} at most, "
-                f"below minimum_fidelity {request.minimum_fidelity}",
-            )
+        routing = node.routing or self._direct_routing()
+        route, refusal = plan_request(request, node.name, routing, direct=direct)
+        if refusal is not None:
+            refuse(*refusal)
             return None
         e2e = EndToEndRequest(
             src=node.name,
@@ -169,42 +197,46 @@ class NetworkLayer:
             deadline=deadline_at(node.clock.now(), request.max_time_s),
             sink=sink,
             estimated_fidelity=route.estimated_fidelity,
-            tracker=ChainTracker(len(route.path) - 1),
+            rounds=route.rounds if route.purifies else (),
+            protocol=route.protocol,
+            tracker=ChainTracker(len(route.path) - 1) if len(route.path) > 2 else None,
         )
+        shortage = self._memory_shortage(e2e)
+        if shortage is not None:
+            refuse("NORES", shortage)
+            return None
         self.requests[e2e.key] = e2e
         # Hop by hop, so that each node hears of the path before its left neighbour's CREATE.
         self._forward(e2e)
         return e2e
 
-    def submit_purified(
-        self, request: EntangleRequest, sink: Any, rounds: int, estimated_fidelity: float
-    ) -> EndToEndRequest:
-        """A request to a neighbour above the link's fidelity: DEJMPS rounds on the link.
-        (The caller has checked the parameters and that `rounds` reach the target.)"""
+    def _direct_routing(self) -> Routing:
+        """For a node built without routing (tests): its own links only."""
+        links = [
+            (self.node.name, peer, n.fidelity, 1.0, 0.0, n.coefficients)
+            for peer, n in self.node.neighbours.items()
+        ]
+        return Routing(links, {self.node.name: self.node.memory.capacity})
+
+    def _memory_shortage(self, e2e: EndToEndRequest) -> str | None:
         node = self.node
-        request_id = self._next_id
-        self._next_id += 1
-        e2e = EndToEndRequest(
-            src=node.name,
-            request_id=request_id,
-            path=(node.name, request.remote_node_id),
-            index=0,
-            type=request.type,
-            basis=request.basis,
-            number=request.number,
-            deadline=deadline_at(node.clock.now(), request.max_time_s),
-            sink=sink,
-            estimated_fidelity=estimated_fidelity,
-            purify_rounds=rounds,
-        )
-        self.requests[e2e.key] = e2e
-        self._forward(e2e)
-        return e2e
+        return memory_shortage(node.name, node.memory.capacity, e2e, self.requests.values())
+
+    def window(self, purpose: Key, peer: str) -> int:
+        """The qubits the link towards `peer` of request `purpose` may hold here."""
+        capacity = self.node.memory.capacity
+        return link_window(capacity, self.requests.values(), self.requests.get(purpose), peer)
 
     def _forward(self, e2e: EndToEndRequest) -> None:
         following = e2e.path[e2e.index + 1]
         body = PathRequest(
-            e2e.src, e2e.request_id, list(e2e.path), e2e.type, e2e.basis, e2e.purify_rounds
+            e2e.src,
+            e2e.request_id,
+            list(e2e.path),
+            e2e.type,
+            e2e.basis,
+            list(e2e.rounds),
+            e2e.protocol,
         )
         self.node.send(following, body)
         e2e.link_request = self.node.start_link_for(e2e, following)
@@ -217,6 +249,15 @@ class NetworkLayer:
         if name not in path or path.index(name) == 0 or path[path.index(name) - 1] != sender:
             log.warning("%s: ignoring path_request from %s for path %s", name, sender, path)
             return
+        rounds = tuple(body.purify_rounds)
+        if (rounds and len(rounds) != len(path) - 1) or not all(
+            0 <= r <= MAX_ROUNDS for r in rounds
+        ):
+            log.warning("%s: ignoring path_request with purify_rounds %s", name, rounds)
+            return
+        if body.purify not in PROTOCOLS:
+            log.warning("%s: ignoring path_request with purify %r", name, body.purify)
+            return
         index = path.index(name)
         e2e = EndToEndRequest(
             src=body.src,
@@ -225,10 +266,15 @@ class NetworkLayer:
             index=index,
             type=body.type,
             basis=body.basis,
-            purify_rounds=body.purify_rounds,
+            rounds=rounds if any(rounds) else (),
+            protocol=body.purify,
         )
         if e2e.role == "dst" and e2e.links > 1:
             e2e.tracker = ChainTracker(e2e.links)
+        shortage = self._memory_shortage(e2e)
+        if shortage is not None:  # the source ends it everywhere (path_end)
+            self.node.send(body.src, PathFailed(body.src, body.request_id, "NORES", shortage))
+            return
         self.requests[e2e.key] = e2e
         if e2e.role == "repeater":
             self._forward(e2e)
@@ -241,24 +287,47 @@ class NetworkLayer:
         if e2e is None or e2e.finished:
             await self.node.release_qubits([pair.qubit])
             return
+        if pair.qubit not in self.node.memory.held:
+            return  # past the cutoff while its herald was handled: already freed
+        pair_id = f"{request.initiator}:{request.create_id}:{pair.sequence_number}"
+        if pair_id in e2e.lost:  # the other end dropped it before my herald came
+            await self.node.release_qubits([pair.qubit])
+            return
         i_am_left = request.initiator == self.node.name
         left_node = self.node.name if i_am_left else request.peer
         half = LinkHalf(
-            pair_id=f"{request.initiator}:{request.create_id}:{pair.sequence_number}",
+            pair_id=pair_id,
             link_index=e2e.path.index(left_node),
             bell_state=pair.bell_state,
             qubits=(pair.qubit, pair.peer_qubit) if i_am_left else (pair.peer_qubit, pair.qubit),
             attempts=pair.attempts,
             created_at=pair.created_at,
         )
+        if e2e.rounds_on(half.link_index) > 0:
+            e2e.own[half.pair_id] = half
+            await self.purifier.on_link_pair(e2e, half)
+            return
+        await self.accept_link_half(e2e, half, now)
+
+    async def accept_link_half(self, e2e: EndToEndRequest, half: LinkHalf, now: float) -> None:
+        """A link pair ready to be used (raw, or purified as Φ+): swap it (repeater),
+        deliver it (one-link path) or wait for the swaps that join it (end node)."""
+        if e2e.finished or half.pair_id in e2e.lost:  # (lost: told while it was purified)
+            await self.node.release_qubits([e2e.mine(half)])
+            return
+        if e2e.mine(half) not in self.node.memory.held:
+            # Past the cutoff while it was being purified (freed then, in no queue yet).
+            self._tell_lost(e2e, [half.pair_id])
+            return
         if e2e.role == "repeater":
-            (e2e.right if i_am_left else e2e.left).append(half)
+            (e2e.right if half.link_index == e2e.index else e2e.left).append(half)
             await self._swap_when_ready(e2e)
             return
-        e2e.own[half.pair_id] = half
-        if e2e.purify_rounds > 0:
-            await self.purifier.on_own_pair(e2e, half)
+        if e2e.links == 1:
+            pair = EndPair(half.pair_id, half.qubits, half.bell_state, now, half.attempts)
+            await self.deliver_end_pair(e2e, pair, now)
             return
+        e2e.own[half.pair_id] = half
         chain = e2e.waiting_for_own.pop(half.pair_id, None)
         if chain is not None:
             await self._complete(e2e, chain, now)
@@ -322,13 +391,8 @@ class NetworkLayer:
         src_qubit, dst_qubit = pair.qubits
         mine = src_qubit if e2e.role == "src" else dst_qubit
         half: dict[str, Any] = {"delivered_at": now, "qubit": None, "outcome": None, "basis": None}
-        fidelity = e2e.estimated_fidelity
         if e2e.type == "keep":
             half["qubit"] = mine
-            if e2e.role == "src":  # the OK's goodness: the oracle, now
-                target = bell_vector(BellState(pair.bell_state))
-                op = FidelityOp([src_qubit, dst_qubit], target.real.tolist(), target.imag.tolist())
-                (fidelity,) = await self.node.broker_ops([op])
         else:
             basis = self.node.pick_basis(e2e.basis)
             self.node.forget_qubits([mine])
@@ -349,42 +413,68 @@ class NetworkLayer:
             return
         half.update(
             bell_state=pair.bell_state,
-            fidelity=min(1.0, float(fidelity)),
+            fidelity=e2e.estimated_fidelity,
             created_at=pair.created_at,
             attempts=pair.attempts,
             dst_qubit=dst_qubit,
         )
         e2e.done_here[first] = half
-        self._try_deliver(e2e, first)
+        await self._try_deliver(e2e, first)
 
-    async def on_purify_step(self, body: PurifyStep) -> None:
+    def _purifying(self, body, sender: str) -> EndToEndRequest | None:
+        """The request a purify_* message is about, if the sender is the other end of
+        that link and the link is purified; else None (dropped)."""
         e2e = self.requests.get((body.src, body.request_id))
-        if e2e is not None and not e2e.finished:
+        if e2e is None or e2e.finished or body.link_index not in e2e.my_links():
+            return None
+        if e2e.rounds_on(body.link_index) == 0:
+            return None
+        ends = e2e.path[body.link_index : body.link_index + 2]
+        return e2e if sender in ends and sender != self.node.name else None
+
+    async def on_purify_step(self, body: PurifyStep, sender: str) -> None:
+        e2e = self._purifying(body, sender)
+        if e2e is not None:
             await self.purifier.on_step(e2e, body)
 
-    async def on_purify_outcome(self, body: PurifyOutcome) -> None:
-        e2e = self.requests.get((body.src, body.request_id))
-        if e2e is not None and not e2e.finished:
+    async def on_purify_outcome(self, body: PurifyOutcome, sender: str) -> None:
+        e2e = self._purifying(body, sender)
+        if e2e is not None:
             await self.purifier.on_outcome(e2e, body)
 
-    async def on_purify_result(self, body: PurifyResult) -> None:
-        e2e = self.requests.get((body.src, body.request_id))
-        if e2e is not None and not e2e.finished:
+    async def on_purify_result(self, body: PurifyResult, sender: str) -> None:
+        e2e = self._purifying(body, sender)
+        if e2e is not None:
             await self.purifier.on_result(e2e, body)
 
-    def on_end_half(self, body: EndHalf) -> None:
+    async def on_end_half(self, body: EndHalf) -> None:
         e2e = self.requests.get((body.src, body.request_id))
         if e2e is None or e2e.finished or e2e.role != "src":
             return
         e2e.done_there[body.first_pair_id] = body
-        self._try_deliver(e2e, body.first_pair_id)
+        await self._try_deliver(e2e, body.first_pair_id)
 
-    def _try_deliver(self, e2e: EndToEndRequest, first: str) -> None:
+    async def _try_deliver(self, e2e: EndToEndRequest, first: str) -> None:
         here, there = e2e.done_here.get(first), e2e.done_there.get(first)
         if here is None or there is None:
             return
-        del e2e.done_here[first], e2e.done_there[first]
         keep = e2e.type == "keep"
+        if keep and there.qubit is None:
+            log.warning("%s: end_half without a qubit for keep request %s", e2e.src, e2e.key)
+            return
+        del e2e.done_here[first], e2e.done_there[first]
+        if keep:
+            # The OK's goodness: the oracle, once both ends are done with their halves
+            # (the destination may still have rotated its half, e.g. BBPSSW's last twirl).
+            target = bell_vector(BellState(here["bell_state"]))
+            op = FidelityOp(
+                [here["qubit"], there.qubit], target.real.tolist(), target.imag.tolist()
+            )
+            (fidelity,) = await self.node.broker_ops([op])
+            here["fidelity"] = min(1.0, float(fidelity))
+            if e2e.finished:  # ended meanwhile: the destination frees its half (path_end)
+                await self.node.release_qubits([here["qubit"]])
+                return
         pair = EntangleOk(
             create_id=e2e.request_id,
             sequence_number=e2e.delivered,
@@ -439,8 +529,7 @@ class NetworkLayer:
             self.node.end_link_for(e2e.link_request)
         held = [h.qubits[1] for h in e2e.left] + [h.qubits[0] for h in e2e.right]
         held += unclaimed or []
-        for half in e2e.own.values():
-            held.append(half.qubits[0] if e2e.role == "src" else half.qubits[1])
+        held += [e2e.mine(half) for half in e2e.own.values()]
         for half in e2e.done_here.values():  # source: complete here, never joined by the dst
             if half["qubit"] is not None:
                 held.append(half["qubit"])
@@ -475,7 +564,7 @@ class NetworkLayer:
     async def on_expired(self, expired: list["HeldQubit"]) -> list["HeldQubit"]:
         """Qubits past the cutoff: drop them from requests, tell the ends; returns the rest."""
         by_qubit = {held.qubit: held for held in expired}
-        for e2e in self.requests.values():
+        for e2e in list(self.requests.values()):  # (it awaits: requests may come and go)
             lost: list[str] = []
             for queue, mine in ((e2e.left, 1), (e2e.right, 0)):
                 for half in list(queue):
@@ -483,25 +572,46 @@ class NetworkLayer:
                         queue.remove(half)
                         lost.append(half.pair_id)
             for pair_id, half in list(e2e.own.items()):
-                mine = half.qubits[0] if e2e.role == "src" else half.qubits[1]
-                if mine in by_qubit:
+                if e2e.mine(half) in by_qubit:
                     del e2e.own[pair_id]
                     lost.append(pair_id)
             if lost:
-                for end in e2e.ends:
-                    self.node.send(end, SegmentBroken(e2e.src, e2e.request_id, lost, "cutoff"))
+                self._tell_lost(e2e, lost)
+                stale = self.purifier.drop(e2e, set(lost))
+                if stale:
+                    await self.node.release_qubits(stale)
         return expired
+
+    def _tell_lost(self, e2e: EndToEndRequest, pair_ids: list[str]) -> None:
+        """These link pairs are gone here (cutoff): the ends drop what they joined, and
+        the other end of each of my links drops its halves (and their rounds)."""
+        e2e.lost.update(pair_ids)
+        told = set(e2e.ends)
+        for i in e2e.my_links():
+            told |= set(e2e.path[i : i + 2])
+        for other in told - {self.node.name}:
+            self.node.send(other, SegmentBroken(e2e.src, e2e.request_id, pair_ids, "cutoff"))
 
     async def on_segment_broken(self, body: SegmentBroken) -> None:
         e2e = self.requests.get((body.src, body.request_id))
-        if e2e is None or e2e.tracker is None:
+        if e2e is None or e2e.finished:
             return
-        stale = []
-        for chain in e2e.tracker.discard(body.pair_ids):
+        lost = set(body.pair_ids)
+        e2e.lost |= lost
+        stale = self.purifier.drop(e2e, lost)
+        for pair_id in lost:  # my halves of them, not yet in any chain
+            half = e2e.own.pop(pair_id, None)
+            if half is not None:
+                stale.append(e2e.mine(half))
+        for queue in (e2e.left, e2e.right):  # repeater: not worth a swap any more
+            for half in [h for h in queue if h.pair_id in lost]:
+                queue.remove(half)
+                stale.append(e2e.mine(half))
+        for chain in e2e.tracker.discard(body.pair_ids) if e2e.tracker else []:
             for pair_id in chain.pairs:
                 half = e2e.own.pop(pair_id, None)
                 if half is not None:
-                    stale.append(half.qubits[0] if e2e.role == "src" else half.qubits[1])
+                    stale.append(e2e.mine(half))
         if stale:
             await self.node.release_qubits(stale)
 

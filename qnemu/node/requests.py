@@ -16,6 +16,7 @@ from qnemu.wire.link import ReportedHalf
 
 __all__ = [
     "BASES",
+    "PURIFY",
     "REQUEST_TYPES",
     "LinkRequest",
     "LocalHalf",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 REQUEST_TYPES = ("keep", "measure")
+PURIFY = ("dejmps", "bbpssw", "none")  # how to lift pairs above the links' fidelity
 BASES = ("Z", "X", "Y", "random")
 MEASURE_WINDOW = 256  # credits a measure-mode request keeps outstanding at the station
 
@@ -54,9 +56,17 @@ class LocalHalf:
 
 
 def validate_request(
-    *, number: int, minimum_fidelity: float, max_time_s: float, type: str, basis: str
+    *,
+    number: int,
+    minimum_fidelity: float,
+    max_time_s: float,
+    type: str,
+    basis: str,
+    purify: str = "dejmps",
 ) -> str | None:
     """A problem with a request's parameters, or None."""
+    if purify not in PURIFY:
+        return f"purify must be one of {', '.join(PURIFY)}, got {purify!r}"
     if type not in REQUEST_TYPES:
         return f"type must be one of {', '.join(REQUEST_TYPES)}, got {type!r}"
     if basis not in BASES:
@@ -77,13 +87,14 @@ def deadline_at(started_at: float, max_time_s: float) -> float:
 
 def request_problem(request) -> str | None:
     """`validate_request` for anything carrying the CREATE fields (an entangle or
-    create request)."""
+    create request; a link-layer create has no `purify`: its pairs are raw)."""
     return validate_request(
         number=request.number,
         minimum_fidelity=request.minimum_fidelity,
         max_time_s=request.max_time_s,
         type=request.type,
         basis=request.basis,
+        purify=getattr(request, "purify", "dejmps"),
     )
 
 

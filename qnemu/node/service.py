@@ -27,7 +27,6 @@ from qnemu.node.requests import LinkRequest, LocalHalf, request_problem
 from qnemu.node.routing import Routing
 from qnemu.node.sinks import ClientSink, WorkloadSink
 from qnemu.physics.bell import BellState, bell_vector
-from qnemu.physics.purification import dejmps, dejmps_rounds
 from qnemu.runtime import EmulatedClock, Origin, Service, ServiceAddress
 from qnemu.topology.models import NodeConfig, WorkloadConfig
 from qnemu.wire import Envelope
@@ -69,7 +68,6 @@ from qnemu.wire.network import (
 __all__ = ["Neighbour", "NodeExtension", "NodeService"]
 
 log = logging.getLogger(__name__)
-MAX_ROUNDS = 3  # purification rounds a link request may use (2^3 raw pairs per pair)
 FIDELITY_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 0.999, 1.0)
 
 
@@ -148,9 +146,15 @@ class NodeService(Service):
                 SegmentBroken.msg_type: lambda e, o: self.network_layer.on_segment_broken(e.body),
                 EndHalf.msg_type: lambda e, o: self.network_layer.on_end_half(e.body),
                 PathFailed.msg_type: lambda e, o: self.network_layer.on_path_failed(e.body),
-                PurifyStep.msg_type: lambda e, o: self.network_layer.on_purify_step(e.body),
-                PurifyOutcome.msg_type: lambda e, o: self.network_layer.on_purify_outcome(e.body),
-                PurifyResult.msg_type: lambda e, o: self.network_layer.on_purify_result(e.body),
+                PurifyStep.msg_type: lambda e, o: self.network_layer.on_purify_step(
+                    e.body, e.header.sender
+                ),
+                PurifyOutcome.msg_type: lambda e, o: self.network_layer.on_purify_outcome(
+                    e.body, e.header.sender
+                ),
+                PurifyResult.msg_type: lambda e, o: self.network_layer.on_purify_result(
+                    e.body, e.header.sender
+                ),
             }
         )
         self._init_metrics()
@@ -256,7 +260,9 @@ class NodeService(Service):
             refuse("UNSUPP", problem)
             return None
         if request.minimum_fidelity > neighbour.fidelity + 1e-12:
-            return self._submit_purified(request, sink, neighbour, refuse, create_id)
+            # Above the link: purified (or refused) by the network layer, on this link.
+            self._next_create_id -= 1  # the network layer numbers its own requests
+            return self.network_layer.submit(request, sink, direct=True)
         if request.type == "keep" and self.memory.free_slots == 0:
             refuse("NORES", f"{self.name}: all {self.memory.capacity} memory qubits in use")
             return None
@@ -286,30 +292,6 @@ class NodeService(Service):
             ),
         )
         return link_request
-
-    def _submit_purified(self, request, sink, neighbour: "Neighbour", refuse, create_id: int):
-        """Above the link's fidelity: purify (DEJMPS) if a few rounds get there."""
-        rounds = dejmps_rounds(neighbour.coefficients, request.minimum_fidelity, MAX_ROUNDS)
-        if rounds is None:
-            refuse(
-                "NOTIME",
-                f"link {neighbour.link_name} delivers fidelity {neighbour.fidelity:.4f}, and "
-                f"{MAX_ROUNDS} rounds of purification do not reach minimum_fidelity "
-                f"{request.minimum_fidelity}",
-            )
-            return None
-        if self.memory.capacity < rounds + 1:
-            refuse(
-                "NORES",
-                f"{rounds} rounds of purification need {rounds + 1} memory qubits, "
-                f"{self.name} has {self.memory.capacity}",
-            )
-            return None
-        self._next_create_id -= 1  # the network layer numbers its own requests
-        coefficients = neighbour.coefficients
-        for _ in range(rounds):
-            coefficients, _success = dejmps(coefficients)
-        return self.network_layer.submit_purified(request, sink, rounds, coefficients[0])
 
     def _on_entangle(self, envelope: Envelope, origin: Origin) -> None:
         self.submit(envelope.body, ClientSink(self, origin, envelope.header.msg_id))
@@ -411,7 +393,7 @@ class NodeService(Service):
         )
         if create.purpose is not None:
             request.purpose = _purpose_key(create.purpose)
-            request.max_window = self._window_for(request.purpose)
+            request.max_window = self.network_layer.window(request.purpose, initiator)
         self.requests[request.key] = request
         self.send(initiator, CreateAccept(create.create_id))
         self._grant_credits(request)
@@ -427,7 +409,7 @@ class NodeService(Service):
     def _grant_credits(self, request: LinkRequest) -> None:
         holding = 0
         if request.purpose is not None:  # shares change as end-to-end requests come and go
-            request.max_window = self._window_for(request.purpose)
+            request.max_window = self.network_layer.window(request.purpose, request.peer)
             holding = self.memory.holding(request.key)
         wanted = request.credits_wanted(self.memory.free_slots, holding)
         granted = self.memory.reserve(wanted) if request.type == "keep" else wanted
@@ -694,7 +676,7 @@ class NodeService(Service):
             started_at=self.clock.now(),
             sink=_PathLinkSink(self.network_layer, purpose),
             purpose=purpose,
-            max_window=self._window_for(purpose),
+            max_window=self.network_layer.window(purpose, peer),
         )
         self.requests[request.key] = request
         body = CreateRequest(
@@ -709,14 +691,6 @@ class NodeService(Service):
         )
         self.send(peer, body)
         return request
-
-    def _window_for(self, purpose: tuple[str, int]) -> int:
-        """The memory one link of an end-to-end request may hold: an equal share for every
-        link this node serves for end-to-end requests (a repeater serves two per request),
-        so that concurrent requests always keep a slot each and never deadlock."""
-        requests = self.network_layer.requests.values()
-        sides = sum(2 if e2e.role == "repeater" else 1 for e2e in requests)
-        return max(1, self.memory.capacity // max(1, sides))
 
     def end_link_for(self, request: LinkRequest) -> None:
         self._finish(request, None, "done")
@@ -771,6 +745,7 @@ class NodeService(Service):
                 max_time_s=0.0 if workload.number == 0 else 60.0,
                 type=workload.type,
                 basis=workload.basis or "random",
+                purify=workload.purify,
             )
             if self.submit(request, sink) is not None:
                 await sink.finished.wait()
@@ -826,7 +801,7 @@ class _PathLinkSink:
         pass
 
     def err(self, error: EntangleErr) -> None:
-        self.network_layer.link_failed(self.purpose, error.error_code, error.message)
+        self.network.link_failed(self.purpose, error.error_code, error.message)
 
     def done(self, done: EntangleDone) -> None:
         pass

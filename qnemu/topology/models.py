@@ -298,6 +298,8 @@ class WorkloadConfig(_Strict):
     basis: Literal["Z", "X", "Y", "random"] | None = None  # measure only; default random
     number: Annotated[int, Field(strict=True, ge=0)] = 0
     minimum_fidelity: Probability = 0.0
+    # Above what the links give: purify link pairs (dejmps, bbpssw) or refuse (none).
+    purify: Literal["dejmps", "bbpssw", "none"] = "dejmps"
     pause_s: NonNegativeFloat = 0.0  # between requests
 
     @model_validator(mode="before")

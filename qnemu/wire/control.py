@@ -27,6 +27,8 @@ class EntangleRequest:
     max_time_s: Float = 10.0
     type: Str = "keep"  # keep | measure
     basis: Str = "random"  # for measure: Z, X, Y or random
+    # Above what the links give: purify link pairs with dejmps or bbpssw, or none (refuse).
+    purify: Str = "dejmps"
 
 
 @message("entangle_ok")

@@ -1,9 +1,11 @@
 """Network-layer messages: end-to-end pairs over a path of repeaters (swap as soon as possible).
 
 The source node sends `path_request` to every node of the path; each pair of adjacent
-nodes then runs a link-layer request for that path; every repeater swaps a pair from
-its left link with one from its right link as soon as it holds both, and reports the
-swap to both end nodes, which track the Pauli frame and deliver the end-to-end pair.
+nodes then runs a link-layer request for that path; when the plan purifies a link, its
+two ends run purification rounds on its pairs first (`purify_*`, left end driving);
+every repeater swaps a pair from its left link with one from its right link as soon as
+it holds both, and reports the swap to both end nodes, which track the Pauli frame and
+deliver the end-to-end pair.
 """
 
 from dataclasses import dataclass, field
@@ -34,7 +36,8 @@ class PathRequest:
     path: list[Str]
     type: Str  # keep | measure (at the end nodes; links always keep)
     basis: Str
-    purify_rounds: Int = 0  # DEJMPS rounds on a one-link path (0: none)
+    purify_rounds: list[Int] = field(default_factory=list)  # per link ([]: none)
+    purify: Str = "dejmps"  # the protocol of those rounds: dejmps | bbpssw
 
 
 @message("path_end")
@@ -111,32 +114,44 @@ class EndHalf:
 @message("purify_step")
 @dataclass(frozen=True, slots=True)
 class PurifyStep:
-    """Source → destination: one DEJMPS round on these two link pairs (keep, sacrifice)."""
+    """Left end of a link → right end: one round on these two link pairs (keep, sacrifice).
+
+    BBPSSW: `twirls` are the twirl elements (keep's, sacrifice's) the left end chose for
+    the two pairs before the round; both ends apply them, then forget them."""
 
     src: Str
     request_id: Int
     keep_id: Str
     sacrifice_id: Str
+    link_index: Int = 0
+    twirls: list[Int] = field(default_factory=list)
 
 
 @message("purify_outcome")
 @dataclass(frozen=True, slots=True)
 class PurifyOutcome:
-    """Destination → source: my outcome on the sacrificed half of that round."""
+    """Right end of a link → left end: my outcome on the sacrificed half of that round."""
 
     src: Str
     request_id: Int
     keep_id: Str
-    outcome: Int
+    outcome: Int  # 0 or 1; -1: a pair of the round was lost here (cutoff): it fails
+    link_index: Int = 0
 
 
 @message("purify_result")
 @dataclass(frozen=True, slots=True)
 class PurifyResult:
-    """Source → destination: the kept pair survived (and is done), or is discarded."""
+    """Left end → right end: the kept pair survived (and is done), or is discarded.
+
+    A final pair carries the raw attempts it took (all its rounds) and, for BBPSSW, the
+    twirl element both ends apply to it before it is swapped or delivered."""
 
     src: Str
     request_id: Int
     keep_id: Str
     success: Bool
     final: Bool
+    link_index: Int = 0
+    attempts: Int = 0
+    twirl: Int | None = None

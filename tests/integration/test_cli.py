@@ -187,7 +187,11 @@ def test_entangle_without_json_prints_one_line_per_pair(run_dir: Path, workdir: 
 ENTANGLE_ERRORS = {
     "unknown dst": (("entangle", "a", "nowhere"), "unknown node 'nowhere'"),
     "unknown src": (("entangle", "nowhere", "a"), "unknown node 'nowhere'"),
-    "path too noisy": (("entangle", "a", "c", "--minimum-fidelity", "0.95"), "best path a-b-c"),
+    "path too noisy": (
+        ("entangle", "a", "c", "--minimum-fidelity", "0.95", "--purify", "none"),
+        "best path a-b-c",
+    ),
+    "no such protocol": (("entangle", "a", "c", "--purify", "pumping"), "invalid choice"),
     "notime": (("entangle", "b", "c", "--minimum-fidelity", "0.9999"), "ERR NOTIME"),
     "zero pairs": (("entangle", "a", "b", "--pairs", "0"), "--pairs must be >= 1"),
 }

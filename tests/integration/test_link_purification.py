@@ -110,7 +110,7 @@ async def test_one_round_on_werner_pairs_has_the_closed_form_fidelity_and_succes
 
 def rounds_by_result(metrics_url: str) -> dict[str, float]:
     text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    counts = {"success": 0.0, "failure": 0.0}
+    counts = {"success": 0.0, "failure": 0.0, "lost": 0.0}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "qnemu_purification_rounds_total":

@@ -84,10 +84,13 @@ async def test_the_reported_bell_state_is_the_tracked_pauli_frame(network):
 
 async def test_unreachable_and_too_demanding_requests_are_refused_at_once(network):
     async with QnemuClient(network.run_dir) as client:
-        with pytest.raises(EntangleError) as refused:
-            await collect(client, "a", "c", pairs=1, minimum_fidelity=0.99)
+        with pytest.raises(EntangleError) as refused:  # raw links only: 0.8567 at most
+            await collect(client, "a", "c", pairs=1, minimum_fidelity=0.99, purify="none")
         assert refused.value.code == "NOTIME"
-        assert "a-b-c" in refused.value.message
+        assert "a-b-c" in refused.value.message and "0.8567" in refused.value.message
+        with pytest.raises(EntangleError) as beyond:  # 3 DEJMPS rounds per link: 0.9990
+            await collect(client, "a", "c", pairs=1, minimum_fidelity=0.9999)
+        assert beyond.value.code == "NOTIME" and "0.9990" in beyond.value.message
         with pytest.raises(EntangleError) as unknown:
             await collect(client, "a", "nowhere", pairs=1)
         assert unknown.value.code == "UNSUPP"

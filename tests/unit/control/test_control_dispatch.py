@@ -110,10 +110,11 @@ async def test_an_entangle_request_reaches_the_node_with_the_link_layer_names(
             max_time_s=5,
             type="measure",
             basis="X",
+            purify="bbpssw",
         )
     )
     (submitted, _sink) = node.submitted[0]
-    assert submitted == EntangleRequest("bob", 2, 0.9, 5.0, "measure", "X")
+    assert submitted == EntangleRequest("bob", 2, 0.9, 5.0, "measure", "X", "bbpssw")
     assert sent == []  # nothing to say until the node reports
     assert dispatcher.open.keys() == {"c-1"}
 

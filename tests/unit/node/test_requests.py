@@ -29,6 +29,9 @@ def test_validate_request_names_the_problem():
     assert "number" in validate_request(**{**good, "number": -1})
     assert "minimum_fidelity" in validate_request(**{**good, "minimum_fidelity": 1.5})
     assert "max_time_s" in validate_request(**{**good, "max_time_s": math.nan})
+    assert validate_request(**{**good, "purify": "bbpssw"}) is None
+    problem = validate_request(**{**good, "purify": "BBPSSW"})
+    assert problem == "purify must be one of dejmps, bbpssw, none, got 'BBPSSW'"
 
 
 def test_deadline_and_completion():

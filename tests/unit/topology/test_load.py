@@ -165,6 +165,10 @@ def test_two_node_metro_shows_traffic_within_seconds():
         ),
         (lambda d: d["workloads"][0].update(type="kept"), "workloads[0].type: must be 'keep' or"),
         (lambda d: d["workloads"][0].update(number=-1), "workloads[0].number: must be >= 0"),
+        (
+            lambda d: d["workloads"][0].update(purify="pumping"),
+            "workloads[0].purify: must be 'dejmps', 'bbpssw' or 'none'",
+        ),
         (lambda d: d["workloads"][0].update(dst="delft"), "workloads[0]: src and dst are the same"),
         (
             lambda d: d["workloads"][0].update(type="keep"),
