@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "DEFAULT_UNIT_BITS",
@@ -229,6 +229,10 @@ class KeyStore:
         self.node = node
         self._clock = clock
         self._lock = threading.RLock()
+        # pool_bits sums every available unit, which grows with the pool: its answers are
+        # kept until the next write (status requests read it far more often than keys move).
+        self._generation = 0
+        self._pool_cache: dict[tuple[str, bool], tuple[int, int]] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open every transaction ourselves (BEGIN IMMEDIATE).
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -256,7 +260,10 @@ class KeyStore:
     # -- plumbing -------------------------------------------------------------------------
 
     def _transaction(self) -> "_Transaction":
-        return _Transaction(self._db, self._lock)
+        return _Transaction(self._db, self._lock, self._committed)
+
+    def _committed(self) -> None:
+        self._generation += 1  # what pool_bits cached may have changed
 
     def close(self) -> None:
         with self._lock:
@@ -355,9 +362,11 @@ class KeyStore:
         """
         if bits <= 0 or bits % BITS_PER_BYTE:
             raise ValueError("a pad is a positive whole number of bytes")
-        with self._transaction() as db:
-            _check_offerable(db, peer, self.node, bits)
-            segments, material = _cut_own(db, peer, self.node, bits, use_id)
+        try:
+            with self._transaction() as db:  # rolled back whole if the pool runs out
+                segments, material = _cut_own(db, peer, self.node, bits, use_id)
+        except _PoolExhausted:
+            self._insufficient(peer, bits)
         return segments, material
 
     def use_pad(self, peer: str, segments: Sequence[KeySegment], use_id: str) -> bytes:
@@ -401,7 +410,11 @@ class KeyStore:
             query += " AND owner = ?"
             arguments = (peer, self.node)
         with self._lock:
-            return int(self._db.execute(query, arguments).fetchone()[0])
+            generation, bits = self._pool_cache.get((peer, offerable), (-1, 0))
+            if generation != self._generation:
+                bits = int(self._db.execute(query, arguments).fetchone()[0])
+                self._pool_cache[(peer, offerable)] = (self._generation, bits)
+            return bits
 
     def peers(self) -> list[str]:
         """Nodes this store has ever held key with."""
@@ -434,20 +447,26 @@ class KeyStore:
         now = self._clock()
         reserved: list[ReservedKey] = []
         delivered: list[tuple[str, bytes]] = []
-        with self._transaction() as db:
-            _check_offerable(db, peer, self.node, number * size_bits)
-            for _ in range(number):
-                key_id = str(uuid.uuid4())
-                segments, material = _cut_own(db, peer, self.node, size_bits, key_id)
-                db.execute(
-                    "INSERT INTO keys (key_id, peer, role, master_sae_id, slave_sae_id, size_bits,"
-                    " material, created_at, state) VALUES (?, ?, 'master', ?, ?, ?, ?, ?,"
-                    " 'allocated')",
-                    (key_id, peer, master_sae_id, slave_sae_id, size_bits, material, now),
-                )
-                reserved.append(ReservedKey(key_id, size_bits, segments))
-                delivered.append((key_id, material))
+        try:
+            with self._transaction() as db:  # rolled back whole if the pool runs out
+                for _ in range(number):
+                    key_id = str(uuid.uuid4())
+                    segments, material = _cut_own(db, peer, self.node, size_bits, key_id)
+                    db.execute(
+                        "INSERT INTO keys (key_id, peer, role, master_sae_id, slave_sae_id,"
+                        " size_bits, material, created_at, state)"
+                        " VALUES (?, ?, 'master', ?, ?, ?, ?, ?, 'allocated')",
+                        (key_id, peer, master_sae_id, slave_sae_id, size_bits, material, now),
+                    )
+                    reserved.append(ReservedKey(key_id, size_bits, segments))
+                    delivered.append((key_id, material))
+        except _PoolExhausted:
+            self._insufficient(peer, number * size_bits)
         return Reservation(master_sae_id, slave_sae_id, tuple(reserved)), delivered
+
+    def _insufficient(self, peer: str, bits: int) -> NoReturn:
+        have_bits = self.pool_bits(peer, offerable=True)
+        raise InsufficientKeyMaterial(f"{have_bits} key bits offerable to {peer}, {bits} asked for")
 
     def confirm_delivery(self, key_ids: Sequence[str]) -> None:
         """Allocated keys are now the master SAE's: mark them delivered, erase the material."""
@@ -547,31 +566,28 @@ def _cut_block(block_id: str, material: bytes, unit_bits: int) -> tuple[list[str
     return derive_unit_ids(block_id, len(chunks)), chunks
 
 
-def _check_offerable(db: sqlite3.Connection, peer: str, node: str, bits: int) -> None:
-    have_bits = db.execute(
-        "SELECT COALESCE(SUM(size_bits - used_bits), 0) FROM key_units"
-        " WHERE peer = ? AND owner = ? AND state = 'available'",
-        (peer, node),
-    ).fetchone()[0]
-    if have_bits < bits:
-        raise InsufficientKeyMaterial(f"{have_bits} key bits offerable to {peer}, {bits} asked for")
+class _PoolExhausted(Exception):
+    """The own units shared with a peer ran out in the middle of a cut."""
 
 
 def _cut_own(
     db: sqlite3.Connection, peer: str, node: str, bits: int, use_id: str
 ) -> tuple[tuple[KeySegment, ...], bytes]:
-    """The next `bits` of `node`'s own units shared with `peer` (checked offerable before)."""
+    """The next `bits` of `node`'s own units shared with `peer`; _PoolExhausted if fewer."""
     parts: list[bytes] = []
     segments: list[KeySegment] = []
     missing_bits = bits
     while missing_bits:
         # Own units are used by this KME only, front to back: used_bits is a cursor.
-        unit_id, unit_bits, used_bits = db.execute(
+        row = db.execute(
             "SELECT unit_id, size_bits, used_bits FROM key_units"
             " WHERE peer = ? AND owner = ? AND state = 'available'"
             " ORDER BY position, unit_id LIMIT 1",
             (peer, node),
         ).fetchone()
+        if row is None:
+            raise _PoolExhausted  # the caller's transaction rolls back everything cut
+        unit_id, unit_bits, used_bits = row
         segment = KeySegment(unit_id, used_bits, min(missing_bits, unit_bits - used_bits))
         parts.append(_use_segment(db, peer, node, segment, use_id))
         segments.append(segment)
@@ -625,9 +641,12 @@ def _use_segment(
 class _Transaction:
     """BEGIN IMMEDIATE … COMMIT under the store's lock; ROLLBACK on any exception."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, lock: threading.RLock, committed: Callable[[], None]
+    ) -> None:
         self._db = db
         self._lock = lock
+        self._on_commit = committed
 
     def __enter__(self) -> sqlite3.Connection:
         self._lock.acquire()
@@ -641,5 +660,7 @@ class _Transaction:
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         try:
             self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                self._on_commit()
         finally:
             self._lock.release()
