@@ -4,7 +4,22 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-__all__ = ["EmulatedClock"]
+__all__ = ["TIMER_GRANULARITY_S", "EmulatedClock", "wait_precisely"]
+
+# asyncio's timers wake through epoll, whose timeout is in whole milliseconds rounded up:
+# a timer fires up to 1 ms after its time (0.5 ms on average), and every timed delivery
+# would be that late. So the last millisecond before a deadline is waited by yielding to
+# the loop instead (it still serves everything else meanwhile).
+TIMER_GRANULARITY_S = 1e-3
+
+
+async def wait_precisely(wall_s: float, deadline: float, now) -> None:
+    """Wait until `now() >= deadline` (`wall_s` wall seconds from now): a timer for all but
+    the last millisecond, then yields to the event loop until the deadline."""
+    if wall_s > TIMER_GRANULARITY_S:
+        await asyncio.sleep(wall_s - TIMER_GRANULARITY_S)
+    while now() < deadline:
+        await asyncio.sleep(0)
 
 
 @dataclass(frozen=True)
@@ -29,4 +44,4 @@ class EmulatedClock:
         return max(0.0, emulated_s) * self.time_scale
 
     async def sleep_until(self, emulated_t: float) -> None:
-        await asyncio.sleep(self.wall_delay_s(emulated_t - self.now()))
+        await wait_precisely(self.wall_delay_s(emulated_t - self.now()), emulated_t, self.now)

@@ -25,7 +25,7 @@ import zmq.asyncio
 from prometheus_client import CollectorRegistry
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from qnemu.runtime.clock import EmulatedClock
+from qnemu.runtime.clock import TIMER_GRANULARITY_S, EmulatedClock
 from qnemu.runtime.curve import CurveIdentity
 from qnemu.runtime.faults import ChannelFaults
 from qnemu.runtime.metrics import CommonMetrics, serve_metrics
@@ -398,11 +398,15 @@ class Service:
             due_at = self._due[0][0]
             now = self.clock.now()
             if due_at > now:
-                self._due_changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._due_changed.wait(), self.clock.wall_delay_s(due_at - now)
-                    )
+                wait_s = self.clock.wall_delay_s(due_at - now)
+                if wait_s > TIMER_GRANULARITY_S:  # a timer, or an earlier message, wakes us
+                    self._due_changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._due_changed.wait(), wait_s - TIMER_GRANULARITY_S
+                        )
+                else:  # the last millisecond: a timer would fire late (runtime/clock.py)
+                    await asyncio.sleep(0)
                 continue
             _, _, envelope, origin = heapq.heappop(self._due)
             self._dispatch(envelope, origin, due_at)
