@@ -26,7 +26,8 @@ and the key length is GLLP's with them,
 
     ℓ = ⌊n1^L (1 − h(e_ph^U)) − leak_EC − tag − 2 log2(1/ε_PA)⌋.
 
-With ε_PE = 1 every margin is 0 and this is the asymptotic estimate on measured values.
+With ε_PE = 1 every margin is 0 and this is the asymptotic estimate on measured values
+(`decoy_bb84.estimate_single_photon`, with E_ν Q_ν counted as 2 × errors ÷ N_ν).
 """
 
 import math

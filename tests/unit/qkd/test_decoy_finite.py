@@ -1,7 +1,8 @@
 """Finite-size decoy bounds: Chernoff coverage, bracketing of Y1/e1, ℓ ≤ asymptotic ℓ → it.
 
 "Asymptotic" here is the same estimator with ε_PE = 1 (every margin 0): the measured
-values taken as the true ones, which is what the key length used before.
+values taken as the true ones, which is what the key length used before (with E_ν Q_ν
+counted as 2 × sifted decoy errors ÷ decoy pulses).
 """
 
 import dataclasses
