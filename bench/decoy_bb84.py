@@ -10,7 +10,8 @@ second, pulses emulated per wall second. Reported against the asymptotic GLLP ra
   real time    pulses emulated/s ÷ source rate (the share of the source the emulator
                keeps up with: sampling plus post-processing of each block)
   per pulse    secret bits per emulated pulse ÷ the formula's (the finite-block cost:
-               revealed sample, Cascade's leak, decoy bounds from one block)
+               revealed sample, Cascade's leak, finite-size decoy bounds from one block,
+               about 0.16 at 25 km and 0.12 at 50 km with blocks of 2^18 detections)
 
 ratio = real time × per pulse.
 

@@ -7,8 +7,9 @@ over the fibre-delayed classical channel, authenticated with `qnemu.qkd.auth`, s
 finished blocks in the node's `KeyStore` and serves them to SAEs through the KME.
 It never touches amplitudes (the broker) nor HTTP details (`qnemu.kme`).
 
-A link runs BBM92 when both its nodes declare SAEs; the node whose name sorts first is
-Alice (initiator). A `bb84_decoy` link runs decoy-state BB84 instead: Alice's pulse
+An entanglement link runs BBM92 when its `qkd` field says so (`auto`, the default: when
+both its nodes declare SAEs; `bbm92`; never with `none`); the node whose name sorts
+first is Alice (initiator). A `bb84_decoy` link runs decoy-state BB84 instead: Alice's pulse
 source (`qnemu.node.decoy_link`) samples blocks paced to the emulated clock, sends Bob
 his detector record as the fibre would, and the same post-processing follows
 (`qnemu.qkd.decoy_session`). Keys for a KME with no QKD link to this one are relayed through trusted
@@ -114,26 +115,23 @@ BLOCKS_KEPT = 2 * DECOY_BLOCKS_IN_FLIGHT  # Bob's open blocks (more: Alice gave 
 
 
 def qkd_links(topology, name: str) -> dict[str, str]:
-    """peer -> link name (`<a>-<b>` in topology order) of every QKD link of node `name`."""
-    links = {}
-    if name not in topology.nodes or not topology.nodes[name].saes:
-        return links
-    for link in topology.links:
-        if name in link.nodes:
-            peer = link.other(name)
-            if topology.nodes[peer].saes:
-                links[peer] = f"{link.nodes[0]}-{link.nodes[1]}"
-    return links
+    """peer -> link name (`<a>-<b>` in topology order) of every QKD link of node `name`.
+
+    Which links run QKD is the topology's rule (`Topology.qkd_protocol`: the link's
+    `qkd` field, auto meaning both nodes declare SAEs; bb84_decoy links always).
+    """
+    if name not in topology.nodes:
+        return {}
+    return {
+        link.other(name): f"{link.nodes[0]}-{link.nodes[1]}"
+        for link in topology.qkd_links()
+        if name in link.nodes
+    }
 
 
 def qkd_edges(topology) -> list[tuple[str, str]]:
-    """Every QKD link of the network as (node, node): the links whose two nodes declare SAEs."""
-    nodes = topology.nodes
-    return [
-        (a, b)
-        for a, b in (link.nodes for link in topology.links)
-        if nodes[a].saes and nodes[b].saes
-    ]
+    """Every QKD link of the network as (node, node): what key relay routes over."""
+    return [tuple(link.nodes) for link in topology.qkd_links()]
 
 
 def kme_info_path(run_dir: Path, node: str) -> Path:

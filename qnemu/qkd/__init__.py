@@ -1,7 +1,9 @@
 """QKD physics and classical post-processing as pure functions over numpy arrays (no I/O).
 
 decoy_bb84: the prepare-and-measure link (closed-form rates, decoy estimators, a
-vectorised block sampler). bbm92: QBER and key rate of entanglement-based QKD.
+vectorised block sampler); decoy_finite: finite-size bounds on one block's decoy
+statistics and the key length they certify. bbm92: QBER and key rate of
+entanglement-based QKD.
 sifting: basis sifting and QBER estimation. cascade: error correction, with Bob
 asking and Alice answering through a channel that counts the leaked parities.
 privacy: verification tags and privacy amplification (Toeplitz hashing via FFT).

@@ -33,6 +33,7 @@ __all__ = [
     "raman_noise_probability",
     "sample_block",
     "secret_key_rate_bps",
+    "single_photon_bounds",
     "single_photon_error",
     "single_photon_yield",
 ]
@@ -249,6 +250,37 @@ def estimate_single_photon(
     e1^U = (E_ν Q_ν e^ν − e0 Y0) / (Y1^L ν), Q1^L = Y1^L μ e^(−μ).
     The bound on e1 uses only the weak decoy, which is what makes it tight as ν → 0;
     E_μ enters the key rate through the error-correction term (`decoy_key_rate`).
+    These are the asymptotic estimators: the inputs are taken as the true gains. The
+    finite-size version (`qnemu.qkd.decoy_finite`) feeds `single_photon_bounds` the
+    worst case of each input instead.
+    """
+    yield_lower, error_upper, gain_lower = single_photon_bounds(
+        gain_signal_upper=gain_signal,
+        gain_decoy_lower=gain_decoy,
+        background_upper=background_yield,
+        decoy_error_gain_upper=qber_decoy * gain_decoy,
+        background_lower=background_yield,
+        signal_intensity=signal_intensity,
+        decoy_intensity=decoy_intensity,
+    )
+    return SinglePhotonBounds(float(yield_lower), float(error_upper), float(gain_lower))
+
+
+def single_photon_bounds(
+    gain_signal_upper,
+    gain_decoy_lower,
+    background_upper,
+    decoy_error_gain_upper,
+    background_lower,
+    signal_intensity: float,
+    decoy_intensity: float,
+):
+    """(Y1^L, e1^U, Q1^L) from bounds on the inputs, each taken in its worst direction.
+
+    Y1^L falls with Q_μ and Y0 and rises with Q_ν, so it takes Q_μ^U, Q_ν^L and Y0^U;
+    e1^U = ((E_ν Q_ν)^U e^ν − e0 Y0^L) / (Y1^L ν). With every bound equal to the
+    measured value this is `estimate_single_photon`. Vectorised (numpy broadcasting);
+    where Y1^L ≤ 0 the block certifies nothing: Y1^L = Q1^L = 0, e1^U = 1/2.
     """
     mu, nu = signal_intensity, decoy_intensity
     if not mu > nu > 0.0:
@@ -257,22 +289,21 @@ def estimate_single_photon(
         mu
         / (mu * nu - nu * nu)
         * (
-            gain_decoy * math.exp(nu)
-            - gain_signal * math.exp(mu) * nu * nu / (mu * mu)
-            - (mu * mu - nu * nu) / (mu * mu) * background_yield
+            np.asarray(gain_decoy_lower, dtype=float) * math.exp(nu)
+            - np.asarray(gain_signal_upper, dtype=float) * math.exp(mu) * nu * nu / (mu * mu)
+            - (mu * mu - nu * nu) / (mu * mu) * np.asarray(background_upper, dtype=float)
         )
     )
-    yield_lower = max(yield_lower, 0.0)
-    if yield_lower == 0.0:
-        return SinglePhotonBounds(yield_lower=0.0, error_upper=0.5, gain_lower=0.0)
-    error_upper = (
-        qber_decoy * gain_decoy * math.exp(nu) - BACKGROUND_ERROR_RATE * background_yield
-    ) / (yield_lower * nu)
-    return SinglePhotonBounds(
-        yield_lower=yield_lower,
-        error_upper=min(max(error_upper, 0.0), 0.5),
-        gain_lower=yield_lower * mu * math.exp(-mu),
+    yield_lower = np.maximum(yield_lower, 0.0)
+    certified = yield_lower > 0.0
+    numerator = np.asarray(decoy_error_gain_upper, dtype=float) * math.exp(
+        nu
+    ) - BACKGROUND_ERROR_RATE * np.asarray(background_lower, dtype=float)
+    error_upper = np.divide(
+        numerator, yield_lower * nu, out=np.full_like(yield_lower, 0.5), where=certified
     )
+    error_upper = np.where(certified, np.clip(error_upper, 0.0, 0.5), 0.5)
+    return yield_lower, error_upper, yield_lower * mu * math.exp(-mu)
 
 
 def decoy_key_rate(

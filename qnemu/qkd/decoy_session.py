@@ -14,10 +14,13 @@ the key length; Cascade, verification and privacy amplification are inherited:
 
 Only sifted *signal* detections make key. A sample of them estimates the QBER (abort
 above the threshold, and Cascade's block size); every sifted decoy and vacuum bit is
-revealed, so both ends know the gains Q_μ, Q_ν, Y0 and the decoy QBER E_ν and derive
-the single-photon bounds Y1^L, e1^U (Ma, Qi, Zhao, Lo, PRA 72, 012326 (2005), eqs.
-34–37). The key length is GLLP's: ℓ = ⌊n1^L (1 − h(e1^U)) − leak − tag − 2 log2(1/ε_PA)⌋
-with n1^L = n · Q1^L / Q_μ the single-photon share of the n reconciled signal bits.
+revealed, so both ends know the detections per class and the decoy errors. From these
+counts both derive finite-size worst cases of the gains Q_μ, Q_ν, Y0 and of E_ν Q_ν,
+each failing with probability ε_PE (`qnemu.qkd.decoy_finite`), and from those the
+single-photon bounds Y1^L, e1^U (Ma, Qi, Zhao, Lo, PRA 72, 012326 (2005), eqs. 34–37).
+The key length is GLLP's: ℓ = ⌊n1^L (1 − h(e_ph^U)) − leak − tag − 2 log2(1/ε_PA)⌋,
+n1^L the single-photon bits among the n reconciled signal bits, e_ph^U their phase-error
+rate, both bounded with ε_PE too.
 No asyncio here.
 """
 
@@ -27,8 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qnemu.qkd.decoy_bb84 import DECOY, SIGNAL, VACUUM, DecoyBlock, SinglePhotonBounds
-from qnemu.qkd.decoy_bb84 import estimate_single_photon as _estimate_single_photon
-from qnemu.qkd.privacy import secret_key_length
+from qnemu.qkd.decoy_finite import FiniteDecoyBounds, decoy_key_length, finite_decoy_bounds
 from qnemu.qkd.session import AliceBlock, BlockResult, BobBlock, QkdSettings, _bits
 from qnemu.qkd.sifting import choose_sample
 from qnemu.wire.qkd import (
@@ -50,15 +52,19 @@ _CLASSES = 3
 class DecoyEstimate:
     """What both ends learn from the decoy statistics of a block."""
 
-    gains: tuple[float, float, float]  # Q_μ, Q_ν, Y0 (detections per pulse, by class)
-    decoy_qber: float  # E_ν, on every sifted decoy bit
-    bounds: SinglePhotonBounds  # Y1^L, e1^U, Q1^L
+    gains: tuple[float, float, float]  # Q_μ, Q_ν, Y0 as measured (detections per pulse)
+    decoy_qber: float  # E_ν as measured, on every sifted decoy bit
+    finite: FiniteDecoyBounds  # worst-case gains within ε_PE each, and what they certify
+
+    @property
+    def bounds(self) -> SinglePhotonBounds:
+        """Y1^L, e1^U, Q1^L (finite-size): what the key length rests on."""
+        return self.finite.single_photon
 
     @property
     def single_photon_share(self) -> float:
-        """Q1^L / Q_μ: the least fraction of signal detections that were single photons."""
-        gain_signal = self.gains[SIGNAL]
-        return min(1.0, self.bounds.gain_lower / gain_signal) if gain_signal > 0 else 0.0
+        """Q1^L / Q_μ^U: the least expected fraction of signal detections with one photon."""
+        return self.finite.single_photon_share
 
 
 def decoy_estimate(
@@ -68,30 +74,32 @@ def decoy_estimate(
     revealed_errors: np.ndarray,
     signal_intensity: float,
     decoy_intensity: float,
+    epsilon_pe: float,
 ) -> DecoyEstimate:
-    """Gains per class, the decoy QBER and the single-photon bounds (both ends alike).
+    """Gains per class, the decoy QBER and the finite-size single-photon bounds (both ends).
 
     Args:
         pulses_per_class: pulses Alice sent of each class (SIGNAL, DECOY, VACUUM).
         classes: the intensity class of every detection of the block.
         revealed_classes, revealed_errors: class and error (0/1) of every revealed
             sifted decoy and vacuum bit.
+        epsilon_pe: failure probability of each statistical bound.
     """
     pulses = np.asarray(pulses_per_class, dtype=np.int64)
     detections = np.bincount(classes, minlength=_CLASSES)
     gains = detections / np.maximum(pulses, 1)
     decoy = revealed_classes == DECOY
     decoy_qber = float(revealed_errors[decoy].mean()) if decoy.any() else 0.5
-    bounds = _estimate_single_photon(
-        gain_signal=float(gains[SIGNAL]),
-        gain_decoy=float(gains[DECOY]),
-        background_yield=float(gains[VACUUM]),
-        qber_decoy=decoy_qber,
-        signal_intensity=signal_intensity,
-        decoy_intensity=decoy_intensity,
+    finite = finite_decoy_bounds(
+        pulses,
+        detections,
+        int(np.count_nonzero(revealed_errors[decoy])),
+        signal_intensity,
+        decoy_intensity,
+        epsilon_pe,
     )
     return DecoyEstimate(
-        (float(gains[SIGNAL]), float(gains[DECOY]), float(gains[VACUUM])), decoy_qber, bounds
+        (float(gains[SIGNAL]), float(gains[DECOY]), float(gains[VACUUM])), decoy_qber, finite
     )
 
 
@@ -105,11 +113,10 @@ def bob_record(link: str, block: str, sampled: DecoyBlock) -> QkdDecoyPulses:
 def _decoy_key_length(
     kept: int, leaked: int, estimate: DecoyEstimate, settings: QkdSettings
 ) -> int:
-    length = secret_key_length(
+    length = decoy_key_length(
         kept,
         leaked,
-        estimate.bounds.error_upper,
-        single_photon_bits=kept * estimate.single_photon_share,
+        estimate.finite,
         verification_bits=settings.verification_bits,
         epsilon_pa=settings.epsilon_pa,
     )
@@ -190,7 +197,7 @@ class DecoyAliceBlock(AliceBlock):
         errors = (self.bits[self._revealed] != theirs[size:]).astype(np.uint8)
         self.decoy = decoy_estimate(
             self.sampled.pulses_per_class, classes, classes[self._revealed], errors,
-            *self.intensities,
+            *self.intensities, self.settings.epsilon_pe,
         )  # fmt: skip
         signal_reply = dataclasses.replace(reply, sample_bits=theirs[:size].tobytes())
         return super().on_estimate_reply(signal_reply)
@@ -257,7 +264,7 @@ class DecoyBobBlock(BobBlock):
         errors = (shown[size:] != mine_revealed).astype(np.uint8)
         self.decoy = decoy_estimate(
             pulses, classes, classes[revealed], errors,
-            *self.intensities,
+            *self.intensities, self.settings.epsilon_pe,
         )  # fmt: skip
         signal_request = QkdEstimateRequest(
             self.link, self.block, request.sample_seed, size, shown[:size].tobytes()

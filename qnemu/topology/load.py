@@ -280,7 +280,12 @@ def _describe(detail: dict[str, Any], from_defaults: dict[tuple[Any, ...], set[s
 
     if kind == "extra_forbidden":
         *container, key = loc
-        if model is not None:
+        if model == "bb84_decoy" and key == "qkd":
+            problem = (
+                "qkd does not apply to a bb84_decoy link: it always runs decoy-state BB84"
+                " (qkd: auto | bbm92 | none is for entanglement links)"
+            )
+        elif model is not None:
             known = tuple(LINK_MODELS[model].model_fields)
             problem = _unknown("parameter", key, known, f" for model {model}")
         else:

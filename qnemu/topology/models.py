@@ -102,10 +102,13 @@ class LinkConfig(BaseLinkConfig):
 
     station: Name | None = None  # None: station-<a>-<b>
     t_cycle_s: PositiveFloat = 1e-6
+    # Which QKD runs over the link's pairs: auto (BBM92 when both nodes declare SAEs),
+    # bbm92 (required: both nodes must declare SAEs) or none (never). docs/qkd.md.
+    qkd: Literal["auto", "bbm92", "none"] = "auto"
 
     has_station: ClassVar[bool] = True
-    # Fields that describe the wiring rather than the physics.
-    _WIRING: ClassVar[frozenset[str]] = frozenset({"model", "nodes", "station"})
+    # Fields that are not physics parameters: the wiring, and what runs over the link.
+    _WIRING: ClassVar[frozenset[str]] = frozenset({"model", "nodes", "station", "qkd"})
 
     @property
     def station_name(self) -> str:
@@ -365,6 +368,24 @@ class Topology(_Strict):
         """Every heralding station with the link it serves (one per entanglement link)."""
         return [(link.station_name, link) for link in self.links if isinstance(link, LinkConfig)]
 
+    def qkd_protocol(self, link: BaseLinkConfig) -> str | None:
+        """The QKD `link` runs: "bbm92", "bb84_decoy" or None (docs/qkd.md).
+
+        A bb84_decoy link always runs decoy-state BB84; an entanglement link runs BBM92
+        when its `qkd` is bbm92, or auto and both its nodes declare SAEs.
+        """
+        if isinstance(link, DecoyBB84LinkConfig):
+            return "bb84_decoy"
+        if not isinstance(link, LinkConfig) or link.qkd == "none":
+            return None
+        if link.qkd == "bbm92" or all(self.nodes[name].saes for name in link.nodes):
+            return "bbm92"
+        return None
+
+    def qkd_links(self) -> list[BaseLinkConfig]:
+        """Every link that runs QKD, in file order."""
+        return [link for link in self.links if self.qkd_protocol(link) is not None]
+
     def entanglement_links(self) -> list[LinkConfig]:
         """The links that make Bell pairs (through a station); not prepare-and-measure ones."""
         return [link for link in self.links if isinstance(link, LinkConfig)]
@@ -415,7 +436,7 @@ def reference_problems(
     Checks what a single field cannot: link ends and workload ends name known nodes,
     no self-links, one link per pair, unique station names, workloads on adjacent nodes,
     and (given `key_managers`, the nodes that declare SAEs) that both ends of a bb84_decoy
-    link keep keys: such a link makes nothing but key.
+    link, or of a link with `qkd: bbm92`, keep keys: such a link makes key for them.
     """
     known = ", ".join(node_names)
     problems: list[tuple[str, str]] = []
@@ -465,6 +486,16 @@ def reference_problems(
                         )
                     )
             continue
+        if _field(link, "qkd") == "bbm92" and key_managers is not None:
+            missing = [name for name in pair if name in node_names and name not in key_managers]
+            if missing:
+                problems.append(
+                    (
+                        f"links[{index}].qkd",
+                        f"link {pair[0]}-{pair[1]} runs bbm92, which needs saes on both"
+                        f" nodes; none declared on {', '.join(repr(n) for n in missing)}",
+                    )
+                )
         station = _field(link, "station")
         station = station if isinstance(station, str) else f"station-{pair[0]}-{pair[1]}"
         if station in station_owner:

@@ -4,7 +4,7 @@ Two bb84_decoy fibres (dc1–hub 25 km, branch–hub 50 km, GYS parameters, 1 GH
 no station; keys reach the ETSI 014 KMEs at both ends of each link (and dc1↔branch by
 relay through the hub) and match; the measured detection rate and QBER agree with the
 closed forms of `qnemu.qkd.decoy_bb84` within binomial bounds, the secret bits per pulse
-with the asymptotic rate within the finite-block cost; an intercept–resend eavesdropper
+with the asymptotic rate within the finite-size cost; an intercept–resend eavesdropper
 on every pulse gets every block discarded.
 """
 
@@ -36,9 +36,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 WAIT_S = 40.0
 SIGMAS = 6.0  # binomial tolerance of counted rates
-# Secret bits per pulse / asymptotic GLLP rate: 10 % of the signal bits are revealed for
-# the QBER, Cascade leaks more than 1.22 h(E), Y1^L and e1^U are bounds from one block.
-RATE_RATIO_RANGE = (0.6, 1.0)
+# Secret bits per pulse / asymptotic GLLP rate. The key length is finite-size: on blocks
+# of about 2^18 detections the Chernoff margins (ε_PE = 1e-10 each) on the ~110 decoy
+# errors and the decoy gain leave 0.16 (25 km) and 0.12 (50 km) of what the measured
+# values would certify (tests/unit/qkd/test_decoy_finite.py). Single blocks run in one
+# process give 0.08–0.21 of the asymptotic rate at 25 km and 0.07–0.12 at 50 km (six
+# seeds each: e1^U moves with the decoy error count). Pulses of up to three blocks still
+# in post-processing are counted without their key, which can halve the ratio while few
+# blocks are done. Before the bounds the ratio was 0.8–0.9 and the range (0.6, 1.0).
+RATE_RATIO_RANGE = (0.02, 0.25)
 
 
 def metro() -> dict:
@@ -101,12 +107,15 @@ def assert_physics(figures: dict, link) -> None:
     physical = secret_key_rate_bps(params) / params.source_rate_hz
     low, high = RATE_RATIO_RANGE
     assert low <= rate / physical <= high, (rate, physical)
-    # The last block's bounds lie near the true single-photon yield and error rate: one
-    # block has about 3 000 sifted decoy bits, so e1^U carries σ ≈ 0.003 (5σ below) and
-    # Y1^L about 2 % (7σ below, 5σ above).
+    # The last block's bounds bracket the true single-photon yield and error rate (they
+    # fail with probability 7e-10 per block) and lie near the finite-size values from
+    # the expected counts: Y1^L ≈ 0.84 Y1, e1^U ≈ 0.083 at 25 km and 0.086 at 50 km
+    # against e1 = 0.033 (the ~110 decoy errors of a block carry a Chernoff margin of ~80;
+    # their Poisson σ ≈ 10.5 moves e1^U by about 0.005, so +0.09 is 5σ away; Y1^L moves
+    # about 1.7 % per σ of the decoy count, so 0.7 Y1 is 8σ away).
     true_yield, true_error = single_photon_yield(params), single_photon_error(params)
-    assert 0.85 * true_yield <= figures["single_photon_yield_lower"] <= 1.1 * true_yield
-    assert true_error - 0.015 <= figures["single_photon_error_upper"] <= true_error + 0.025
+    assert 0.7 * true_yield <= figures["single_photon_yield_lower"] <= true_yield
+    assert true_error <= figures["single_photon_error_upper"] <= true_error + 0.09
 
 
 def test_decoy_links_deliver_matching_keys_at_their_physical_statistics(network_factory):

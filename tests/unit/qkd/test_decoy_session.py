@@ -1,7 +1,8 @@
 """Decoy-state BB84 post-processing of one sampled block, both ends in one process.
 
 Fixed seeds; physics checked against the closed forms of `qnemu.qkd.decoy_bb84` within
-binomial bounds (6σ), the key length against the GLLP formula written out here.
+binomial bounds (6σ), the key length against the finite-size GLLP formula written out
+here (the bounds themselves: tests/unit/qkd/test_decoy_finite.py).
 """
 
 import dataclasses
@@ -67,7 +68,9 @@ def within(count: float, trials: int, probability: float) -> bool:
 def test_both_ends_distil_the_same_key(block):
     alice, bob, _ = block
     assert alice.result == bob.result == "ok"
-    assert alice.key == bob.key and alice.key_bits > 10_000
+    # Finite-size bounds (ε_PE = 1e-10 each) leave about 4 900 of the ~25 000 bits the
+    # measured values would certify at this block size (tests/unit/qkd/test_decoy_finite.py).
+    assert alice.key == bob.key and alice.key_bits > 3_000
     assert alice.decoy == bob.decoy  # both ends estimate from the same public data
 
 
@@ -88,25 +91,31 @@ def test_measured_gains_and_qbers_agree_with_the_closed_forms(block):
 
 
 def test_single_photon_bounds_bracket_the_true_values(block):
+    # Finite-size bounds on 2.6e5 detections: Y1^L about 0.84 of Y1 (the estimator's
+    # O(ν) gap plus the Chernoff margins on Q_ν and Q_μ), e1^U about 0.08 against a true
+    # 0.033 (the ~110 decoy errors of a block carry a Chernoff margin of about 80).
     bounds = block[0].decoy.bounds
-    assert 0.85 * single_photon_yield(PARAMS) <= bounds.yield_lower
-    assert bounds.yield_lower <= 1.05 * single_photon_yield(PARAMS)
+    assert 0.75 * single_photon_yield(PARAMS) <= bounds.yield_lower <= single_photon_yield(PARAMS)
     error = single_photon_error(PARAMS)
-    assert error - 0.005 <= bounds.error_upper <= error + 0.02
+    assert error <= bounds.error_upper <= error + 0.07
 
 
-def test_key_length_is_gllp_over_the_single_photon_share(block):
+def test_key_length_is_finite_size_gllp_over_the_single_photon_share(block):
     alice = block[0]
-    decoy = alice.decoy
+    finite = alice.decoy.finite
     kept = alice.sifted_bits - alice.estimate.sample_size
-    n1 = kept * decoy.bounds.gain_lower / decoy.gains[SIGNAL]
+    log_inv = math.log(1.0 / SETTINGS.epsilon_pe)
+    mean = kept * finite.single_photon.gain_lower / finite.gain_signal_upper
+    n1 = mean - math.sqrt(2.0 * log_inv * mean)
+    errors = n1 * finite.single_photon.error_upper
+    phase = (errors + 0.5 * (log_inv + math.sqrt(log_inv**2 + 8.0 * log_inv * errors))) / n1
     length = math.floor(
-        n1 * (1.0 - binary_entropy(decoy.bounds.error_upper))
+        math.floor(n1) * (1.0 - binary_entropy(phase))
         - alice.leaked_bits
         - SETTINGS.verification_bits
         - 2.0 * math.log2(1.0 / SETTINGS.epsilon_pa)
     )
-    assert alice.key_bits == length - length % 8
+    assert alice.key_bits == length - length % 8 > 0
 
 
 def test_eavesdropper_on_every_pulse_gets_the_block_discarded():
