@@ -3,12 +3,17 @@
 async with QnemuClient(run_dir) as client:
     async for pair in client.entangle("delft", "hague", pairs=10, measure="random"):
         print(pair.outcomes, pair.fidelity)
+
+Kept pairs can be lost after their OK (a cutoff, a cut fibre): the node then sends the
+link layer's EXPIRE on the request's stream, also after entangle_done. The iterator does
+not raise for it (the request goes on); each EXPIRE goes to `entangle(on_expire=...)` and
+is kept until `await client.expirations(node)` takes it.
 """
 
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ from qnemu.wire.common import (
 from qnemu.wire.control import (
     EntangleDone,
     EntangleErr,
+    EntangleExpire,
     EntangleOk,
     EntangleRequest,
     FreeReply,
@@ -73,6 +79,9 @@ class QnemuClient:
         self._curve = client_identity(Path(run_dir), names, self.plan.public_keys)
         self._inboxes: dict[str, asyncio.Queue[Envelope]] = {}
         self._readers: dict[str, asyncio.Lock] = {}
+        # Keep-mode requests whose EXPIREs we still listen for: msg_id → (node, callback).
+        self._watched: dict[str, tuple[str, Callable[[EntangleExpire], None] | None]] = {}
+        self._expired: dict[str, list[EntangleExpire]] = {}  # by node, until taken
 
     async def __aenter__(self) -> "QnemuClient":
         return self
@@ -127,14 +136,40 @@ class QnemuClient:
             async with lock:
                 if not await socket.poll(timeout=int(min(remaining, 0.05) * 1000)):
                     continue
-                try:
-                    envelope = decode(await socket.recv())
-                except WireError:
-                    continue
-                target = self._inboxes.get(envelope.parent_id or "")
-                if target is not None:
-                    target.put_nowait(envelope)
+                await self._read_one(socket)
         return inbox.get_nowait()
+
+    async def _read_one(self, socket: zmq.asyncio.Socket) -> None:
+        """Sort one arrived message: an EXPIRE to its request's watch, else to its inbox."""
+        try:
+            envelope = decode(await socket.recv())
+        except WireError:
+            return
+        parent = envelope.parent_id or ""
+        if isinstance(envelope.body, EntangleExpire) and parent in self._watched:
+            node, on_expire = self._watched[parent]
+            self._expired.setdefault(node, []).append(envelope.body)
+            if on_expire is not None:
+                on_expire(envelope.body)
+            return
+        target = self._inboxes.get(parent)
+        if target is not None:
+            target.put_nowait(envelope)
+
+    async def expirations(self, node: str, *, wait_s: float = 0.0) -> list[EntangleExpire]:
+        """The EXPIREs `node` sent for this client's keep-mode requests, listening
+        `wait_s` wall seconds more first; each is returned once."""
+        socket = self._socket(node)
+        lock = self._readers.setdefault(node, asyncio.Lock())
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            async with lock:
+                while await socket.poll(timeout=0):
+                    await self._read_one(socket)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return self._expired.pop(node, [])
+            await asyncio.sleep(min(remaining, 0.05))
 
     def _done(self, msg_id: str) -> None:
         self._inboxes.pop(msg_id, None)
@@ -167,8 +202,13 @@ class QnemuClient:
         measure: str | None = None,
         timeout_s: float = 10.0,
         purify: str = "dejmps",
+        on_expire: Callable[[EntangleExpire], None] | None = None,
     ) -> AsyncIterator[EntangleOk]:
         """Yield each delivered pair; raise EntangleError on the link layer's ERR.
+
+        Keep mode: an EXPIRE (pairs lost at a node, yielded or not yet) does not end the
+        iteration; it calls `on_expire` and waits for `expirations(src)`, also when it
+        comes after the last pair (the client listens as long as it is open).
 
         `measure` None keeps the pairs in memory (free or measure them afterwards);
         Z, X, Y or random measures both halves at once in that basis. `purify`: how
@@ -185,6 +225,8 @@ class QnemuClient:
             purify=purify,
         )
         msg_id = await self._send(src, request)
+        if request.type == "keep":
+            self._watched[msg_id] = (src, on_expire)
         # The node enforces the emulated deadline; the wall-clock guard covers a dead node.
         guard_s = self.clock.wall_delay_s(timeout_s) + 5.0
         try:

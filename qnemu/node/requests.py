@@ -39,6 +39,8 @@ class RequestSink(Protocol):
     def err(self, error: EntangleErr) -> None: ...
     def done(self, done: EntangleDone) -> None: ...
 
+    # Optional: `expire(EntangleExpire)` for pairs lost after or instead of their OK.
+
 
 @dataclass(frozen=True, slots=True)
 class LocalHalf:
@@ -121,6 +123,8 @@ class LinkRequest:
     max_window: int | None = None  # keep-mode slots this request may hold at once
     local: dict[int, LocalHalf] = field(default_factory=dict)
     remote: dict[int, ReportedHalf] = field(default_factory=dict)
+    # Initiator: sequence numbers given up (EXPIRE): a late report for one is not an OK.
+    expired: set[int] = field(default_factory=set)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -168,6 +172,20 @@ class LinkRequest:
             outcomes=None if keep else (half.outcome, report.outcome),
             bases=None if keep else (half.basis, report.basis),
         )
+
+    def expire_waiting(self) -> dict[int, LocalHalf]:
+        """Initiator: give up every half still waiting for the peer's report (the fibre
+        is cut: the report will not come). Returns them by sequence number."""
+        waiting = dict(self.local)
+        self.local.clear()
+        self.expired.update(waiting)
+        return waiting
+
+    def expire(self, sequence_number: int) -> LocalHalf | None:
+        """Initiator: give up one pair before its OK; its half here, if it was waiting."""
+        self.expired.add(sequence_number)
+        self.remote.pop(sequence_number, None)
+        return self.local.pop(sequence_number, None)
 
     @property
     def complete(self) -> bool:

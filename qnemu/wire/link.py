@@ -17,6 +17,7 @@ __all__ = [
     "GenerateCredit",
     "Herald",
     "HeraldedPair",
+    "PairExpire",
     "PairReport",
     "ReportedHalf",
     "RequestEnd",
@@ -80,6 +81,19 @@ class PairReport:
 
     create_id: Int
     halves: list[ReportedHalf]
+
+
+@message("pair_expire")
+@dataclass(frozen=True, slots=True)
+class PairExpire:
+    """Either end → the other: these pairs of request (initiator, create_id) are lost at
+    my end (cut fibre, cutoff); free your halves, named by their handles at your end."""
+
+    initiator: Str
+    create_id: Int
+    sequence_numbers: list[Int]
+    qubits: list[Int]
+    reason: Str
 
 
 @message("generate_credit")
