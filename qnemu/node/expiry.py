@@ -39,6 +39,8 @@ class KeptPair:
     sequence_number: int
     peer_qubit: int | None
     sink: Any = None  # initiator: where the OK went (client, app, workload); peer: None
+    # False: the initiator's half of a pair lost before its OK (the request makes another).
+    delivered: bool = True
 
 
 class KeptPairs:

@@ -179,13 +179,17 @@ class LinkRequest:
         waiting = dict(self.local)
         self.local.clear()
         self.expired.update(waiting)
+        self.heralded -= len(waiting)  # never delivered: made again
         return waiting
 
     def expire(self, sequence_number: int) -> LocalHalf | None:
         """Initiator: give up one pair before its OK; its half here, if it was waiting."""
         self.expired.add(sequence_number)
         self.remote.pop(sequence_number, None)
-        return self.local.pop(sequence_number, None)
+        half = self.local.pop(sequence_number, None)
+        if half is not None:
+            self.heralded -= 1  # never delivered: made again
+        return half
 
     @property
     def complete(self) -> bool:

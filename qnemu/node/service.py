@@ -459,7 +459,9 @@ class NodeService(Service):
         request.granted += granted
         other = request.peer
         station = self.neighbours[other].station
-        self.send(station, GenerateCredit(request.initiator, request.create_id, other, granted))
+        # Across a cut fibre the credit waits for it (the slots stay reserved for it).
+        credit = GenerateCredit(request.initiator, request.create_id, other, granted)
+        self.send_or_hold(station, credit)
 
     def _release_credits(self, request: LinkRequest) -> None:
         if request.type == "keep":
@@ -693,24 +695,24 @@ class NodeService(Service):
             return
         super().apply_fault(kind, neighbour.station, parameters)
         if kind == "cut":
-            lost = []
-            for request in self.requests.values():
+            for request in list(self.requests.values()):
                 if request.peer != target or request.initiator != self.name:
                     continue
-                for sequence_number, half in request.expire_waiting().items():
-                    lost.append(
-                        KeptPair(
-                            half.qubit,
-                            target,
-                            self.name,
-                            request.create_id,
-                            sequence_number,
-                            half.peer_qubit,
-                            request.sink,
-                        )
+                lost = [
+                    KeptPair(
+                        half.qubit,
+                        target,
+                        self.name,
+                        request.create_id,
+                        sequence_number,
+                        half.peer_qubit,
+                        request.sink,
+                        delivered=False,
                     )
-            self.m_expired.inc(sum(1 for pair in lost if pair.qubit is not None))
-            self.expire(lost, "cut")
+                    for sequence_number, half in request.expire_waiting().items()
+                ]
+                self.m_expired.inc(sum(1 for pair in lost if pair.qubit is not None))
+                self.expire(lost, "cut")
         else:
             for other in (target, neighbour.station):
                 if self.held_notices.waiting(other):
@@ -720,7 +722,8 @@ class NodeService(Service):
 
     def expire(self, lost: list[KeptPair], reason: str, *, tell_peer: bool = True) -> None:
         """These pairs are lost at this end: free the halves, tell each request's owner
-        (initiator) or app, and the other end (so that it frees its halves too)."""
+        (initiator) or app, and the other end (so that it frees its halves too; pairs
+        lost before their OK are made again, and the peer takes part in as many more)."""
         groups: dict[tuple[str, str, int], list[KeptPair]] = defaultdict(list)
         for pair in lost:
             if pair.qubit is not None:
@@ -746,7 +749,9 @@ class NodeService(Service):
                     listener(qubits, message)
             theirs = [pair.peer_qubit for pair in pairs if pair.peer_qubit is not None]
             if tell_peer and theirs:
-                self.send_or_hold(peer, PairExpire(initiator, create_id, numbers, theirs, reason))
+                remade = sum(1 for pair in pairs if not pair.delivered)
+                body = PairExpire(initiator, create_id, numbers, theirs, reason, remade)
+                self.send_or_hold(peer, body)
         if freed:
             self.spawn(self.release_qubits(freed))
 
@@ -770,8 +775,12 @@ class NodeService(Service):
                             sequence_number,
                             half.peer_qubit,
                             request.sink,
+                            delivered=False,
                         )
                     )
+        elif request is not None and body.remake > 0:  # peer side: take part in more
+            request.heralded = max(0, request.heralded - body.remake)
+            self._grant_credits(request)
         if lost:
             self.expire(lost, peer_reason(body.reason), tell_peer=False)
 
@@ -915,6 +924,7 @@ class NodeService(Service):
                     held.sequence_number,
                     half.peer_qubit if half else None,
                     request.sink,
+                    delivered=False,
                 )
             )
         self.expire(lost, "cutoff")

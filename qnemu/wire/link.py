@@ -94,6 +94,9 @@ class PairExpire:
     sequence_numbers: list[Int]
     qubits: list[Int]
     reason: Str
+    # Of these pairs, how many the initiator lost before their OK and makes again (it
+    # counts delivered pairs): the peer takes part in as many more.
+    remake: Int = 0
 
 
 @message("generate_credit")

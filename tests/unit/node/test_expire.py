@@ -5,16 +5,20 @@ Alice initiates keep-mode CREATEs to Bob through station s. The test plays the s
 it can cut the fibre while Bob's reports are in flight.
 """
 
+import math
 from types import SimpleNamespace
 
 import pytest
 
+from qnemu.node.apps import NodeApps, _Session
 from qnemu.node.expiry import HeldNotices, KeptPair, KeptPairs
+from qnemu.node.memory import HeldQubit
 from qnemu.node.requests import LinkRequest, LocalHalf
 from qnemu.node.service import Neighbour, NodeService
 from qnemu.runtime import EmulatedClock, ServiceAddress
 from qnemu.topology.models import NodeConfig
 from qnemu.wire import decode, encode
+from qnemu.wire.app import AppOp, AppSubroutineRequest
 from qnemu.wire.broker import FidelityOp, FreeOp
 from qnemu.wire.control import EntangleExpire, EntangleRequest
 from qnemu.wire.link import Herald, HeraldedPair, PairExpire, PairReport
@@ -51,6 +55,7 @@ class Node(NodeService):
             neighbours={peer: Neighbour(peer, STATION, "alice-bob", 1.0)},
         )
         self.outbox: list[tuple[str, object]] = []
+        self.replies: list = []
         self.tasks: list = []
         self.freed: list[int] = []
 
@@ -58,6 +63,9 @@ class Node(NodeService):
         if not self.faults.blocks(peer):  # as the real send: lost across a cut
             self.outbox.append((peer, body))
         return "id"
+
+    def reply(self, origin, body, *, parent_id=None):
+        self.replies.append(body)
 
     def spawn(self, coroutine):
         self.tasks.append(coroutine)
@@ -145,6 +153,8 @@ async def test_a_cut_expires_exactly_the_pairs_whose_reports_it_lost_and_frees_b
     assert sorted(bob.memory.held) == [200, 201] and sorted(bob.freed) == [202, 203]
     assert bob.m_pairs_expired.labels(peer="alice", reason="peer_cut")._value.get() == 2
     assert len(sink.expires) == 1  # Bob's side adds nothing for the client
+    # The two lost before their OK are made again: both ends count them out.
+    assert alice.requests[("alice", 1)].heralded == bob.requests[("alice", 1)].heralded == 2
 
     # A late copy of the lost report is not an OK: Bob is told to free those halves.
     await deliver(alice, reports[0], "bob")
@@ -206,3 +216,20 @@ def test_entangle_expire_and_pair_expire_are_wire_messages():
     assert decode(encode(body, sender="alice", sent_at=0.0)).body == body
     body = PairExpire("alice", 1, [2], [202], "cutoff")
     assert decode(encode(body, sender="alice", sent_at=1.0)).body == body
+
+
+async def test_an_app_is_told_expire_on_its_next_use_of_an_expired_half():
+    bob = Node("bob", "alice")
+    apps = NodeApps(bob)
+    apps.session = session = _Session("app", None, owned={5, 6})
+    for qubit in (5, 6):
+        bob.memory.store(HeldQubit(qubit, math.inf), reserved=False)  # claimed halves
+    bob.kept.add(KeptPair(5, "alice", "alice", 1, 0, 9))
+    await deliver(bob, PairExpire("alice", 1, [0], [5], "cutoff"), "alice")
+    await bob.settle()
+    assert bob.freed == [5] and session.owned == {6} and 5 in session.expired
+    body = AppSubroutineRequest([AppOp("gate", [5], gate="H")])
+    envelope = decode(encode(body, sender="app", sent_at=0.0))
+    await apps._run_ops(envelope, None, session, list(body.ops), lambda _: None)
+    (refused,) = bob.replies
+    assert refused.code == "EXPIRE" and "peer_cutoff" in refused.message
