@@ -123,8 +123,9 @@ class LinkRequest:
     max_window: int | None = None  # keep-mode slots this request may hold at once
     local: dict[int, LocalHalf] = field(default_factory=dict)
     remote: dict[int, ReportedHalf] = field(default_factory=dict)
-    # Initiator: sequence numbers given up (EXPIRE): a late report for one is not an OK.
-    expired: set[int] = field(default_factory=set)
+    # Sequence numbers given up (EXPIRE), with why: at the initiator a late report for
+    # one is not an OK; at the peer a late herald for one is freed at once.
+    expired: dict[int, str] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -173,18 +174,18 @@ class LinkRequest:
             bases=None if keep else (half.basis, report.basis),
         )
 
-    def expire_waiting(self) -> dict[int, LocalHalf]:
+    def expire_waiting(self, reason: str = "cut") -> dict[int, LocalHalf]:
         """Initiator: give up every half still waiting for the peer's report (the fibre
         is cut: the report will not come). Returns them by sequence number."""
         waiting = dict(self.local)
         self.local.clear()
-        self.expired.update(waiting)
+        self.expired.update(dict.fromkeys(waiting, reason))
         self.heralded -= len(waiting)  # never delivered: made again
         return waiting
 
-    def expire(self, sequence_number: int) -> LocalHalf | None:
-        """Initiator: give up one pair before its OK; its half here, if it was waiting."""
-        self.expired.add(sequence_number)
+    def expire(self, sequence_number: int, reason: str) -> LocalHalf | None:
+        """Give up one pair before its OK; the initiator's half, if it was waiting."""
+        self.expired[sequence_number] = reason
         self.remote.pop(sequence_number, None)
         half = self.local.pop(sequence_number, None)
         if half is not None:

@@ -540,7 +540,15 @@ class NodeService(Service):
             if leftovers:
                 await self.release_qubits(leftovers)
         else:
+            reported = []
+            late = []  # pairs the initiator expired before their herald came here
             for pair, half in zip(herald.pairs, halves, strict=True):
+                reason = request.expired.get(pair.sequence_number)
+                if reason is not None:
+                    self.m_pairs_expired.labels(peer=request.initiator, reason=reason).inc()
+                    if half.qubit is not None:
+                        late.append(half.qubit)
+                    continue
                 if half.qubit is not None:  # the initiator's OK will hand it over
                     self.kept.add(
                         KeptPair(
@@ -552,17 +560,19 @@ class NodeService(Service):
                             half.peer_qubit,
                         )
                     )
-            reported = [
-                ReportedHalf(
-                    sequence_number=pair.sequence_number,
-                    delivered_at=half.delivered_at,
-                    qubit=half.qubit,
-                    outcome=half.outcome,
-                    basis=half.basis,
+                reported.append(
+                    ReportedHalf(
+                        sequence_number=pair.sequence_number,
+                        delivered_at=half.delivered_at,
+                        qubit=half.qubit,
+                        outcome=half.outcome,
+                        basis=half.basis,
+                    )
                 )
-                for pair, half in zip(herald.pairs, halves, strict=True)
-            ]
-            self.send(request.initiator, PairReport(request.create_id, reported))
+            if reported:
+                self.send(request.initiator, PairReport(request.create_id, reported))
+            if late:
+                await self.release_qubits(late)
 
     async def _measure_halves(self, herald: Herald, now: float) -> list[LocalHalf]:
         request = self.requests.get((herald.initiator, herald.create_id))
@@ -748,8 +758,8 @@ class NodeService(Service):
                 for listener in self.expire_listeners:
                     listener(qubits, message)
             theirs = [pair.peer_qubit for pair in pairs if pair.peer_qubit is not None]
-            if tell_peer and theirs:
-                remade = sum(1 for pair in pairs if not pair.delivered)
+            remade = sum(1 for pair in pairs if not pair.delivered)
+            if tell_peer and (theirs or remade):  # (measured pairs: only the count)
                 body = PairExpire(initiator, create_id, numbers, theirs, reason, remade)
                 self.send_or_hold(peer, body)
         if freed:
@@ -764,7 +774,7 @@ class NodeService(Service):
         request = self.requests.get((body.initiator, body.create_id))
         if body.initiator == self.name and request is not None:
             for sequence_number in body.sequence_numbers:  # halves still waiting here
-                half = request.expire(sequence_number)
+                half = request.expire(sequence_number, peer_reason(body.reason))
                 if half is not None:
                     lost.append(
                         KeptPair(
@@ -778,9 +788,14 @@ class NodeService(Service):
                             delivered=False,
                         )
                     )
-        elif request is not None and body.remake > 0:  # peer side: take part in more
-            request.heralded = max(0, request.heralded - body.remake)
-            self._grant_credits(request)
+        elif request is not None:  # peer side
+            named = {pair.sequence_number for pair in lost}
+            for sequence_number in body.sequence_numbers:  # heralds still on their way
+                if sequence_number not in named:
+                    request.expired[sequence_number] = peer_reason(body.reason)
+            if body.remake > 0:  # take part in making them again
+                request.heralded = max(0, request.heralded - body.remake)
+                self._grant_credits(request)
         if lost:
             self.expire(lost, peer_reason(body.reason), tell_peer=False)
 
@@ -914,7 +929,7 @@ class NodeService(Service):
             request = self.requests.get((self.name, held.create_id or 0))
             if request is None or held.sequence_number not in request.local:
                 continue
-            half = request.expire(held.sequence_number)
+            half = request.expire(held.sequence_number, "cutoff")
             lost.append(
                 KeptPair(
                     held.qubit,

@@ -161,6 +161,23 @@ async def test_a_cut_expires_exactly_the_pairs_whose_reports_it_lost_and_frees_b
     assert [ok.sequence_number for ok in sink.oks] == [0, 1]
 
 
+async def test_an_expire_that_overtakes_the_peer_herald_frees_the_half_when_it_comes(link):
+    alice, bob, sink = link
+    to_alice, to_bob = herald([0, 1])
+    await deliver(alice, to_alice, STATION)
+    alice.apply_fault("cut", "bob", {})
+    await alice.settle()
+    assert [e.sequence_numbers for e in sink.expires] == [[0, 1]]
+    alice.apply_fault("restore", "bob", {})
+    await wire_up(alice, bob)  # the EXPIRE reaches Bob before his (delayed) herald
+    assert bob.requests[("alice", 1)].expired == {0: "peer_cut", 1: "peer_cut"}
+    await deliver(bob, to_bob, STATION)
+    await bob.settle()
+    assert bob.memory.held == {} and sorted(bob.freed) == [200, 201]
+    assert bob.take(PairReport) == []  # nothing to report for pairs already given up
+    assert bob.m_pairs_expired.labels(peer="alice", reason="peer_cut")._value.get() == 2
+
+
 async def test_a_peer_half_past_its_cutoff_expires_the_delivered_pair_at_both_ends(link):
     alice, bob, sink = link
     to_alice, to_bob = herald([0, 1])
@@ -191,8 +208,8 @@ def test_a_request_gives_up_waiting_halves_and_remembers_them():
     half = LocalHalf(0.0, 0, 0.0, 1, 1.0, qubit=4, peer_qubit=7)
     request.local = {0: half, 2: half}
     assert request.expire_waiting() == {0: half, 2: half}
-    assert request.local == {} and request.expired == {0, 2}
-    assert request.expire(5) is None and 5 in request.expired
+    assert request.local == {} and request.expired == {0: "cut", 2: "cut"}
+    assert request.expire(5, "cutoff") is None and request.expired[5] == "cutoff"
 
 
 def test_kept_pairs_free_only_what_the_peer_may_name():

@@ -1,0 +1,123 @@
+"""EXPIRE on a running network: a fibre cut while kept pairs are in flight.
+
+Bob delays what he hears by a second (a classical fault), so Alice holds her halves of
+the first pairs for a second waiting for Bob's reports; the fibre is cut then. Alice
+must give exactly those pairs up with EXPIRE, Bob must free his halves once the fibre
+is back, the request must make the lost pairs again and finish, and no qubit may be
+left held anywhere.
+"""
+
+import asyncio
+import time
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from qnemu.client import QnemuClient
+from qnemu.launch import faults
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+QUBITS = 4
+TOPOLOGY = {
+    "name": "expire-lab",
+    "time_scale": 1.0,
+    "seed": 23,
+    "defaults": {"node": {"qubits": QUBITS, "t1_s": None, "t2_s": None}},
+    "nodes": {"alice": {}, "bob": {}},
+    "links": [{"nodes": ["alice", "bob"], "model": "perfect", "t_cycle_s": 1e-4}],
+}
+
+
+def counter(metrics_url: str, name: str, **labels) -> float:
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+async def eventually(check, timeout_s: float = 10.0):
+    """Poll an async check until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await check()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.05)
+
+
+async def test_a_cut_expires_the_pairs_in_flight_and_the_request_makes_them_again(network):
+    run_dir = network.run_dir
+    await faults.classical_fault(run_dir, "bob", drop=0.0, delay_s=1.0)
+    async with QnemuClient(run_dir) as client:
+        expires = []
+        oks = []
+
+        async def take_pairs():
+            stream = client.entangle(
+                "alice", "bob", pairs=6, timeout_s=20.0, on_expire=expires.append
+            )
+            async for pair in stream:
+                oks.append(pair)
+                await client.free("alice", [pair.qubits[0]])  # room for the next pairs
+                await client.free("bob", [pair.qubits[1]])
+
+        taking = asyncio.create_task(take_pairs())
+
+        async def alice_waits_with_a_full_memory():
+            held = (await client.stats("alice"))["memory"]["held"]
+            return held if len(held) == QUBITS else None
+
+        waiting = await eventually(alice_waits_with_a_full_memory, timeout_s=0.9)
+        assert waiting and not oks, "Alice should hold halves Bob has not reported yet"
+        await faults.link_fault(run_dir, "alice-bob", "cut", {})
+        await eventually(lambda: asyncio.sleep(0, expires))
+        (expire,) = expires
+        assert expire.reason == "cut" and sorted(expire.qubits) == sorted(waiting)
+        assert len(expire.sequence_numbers) == QUBITS
+
+        await faults.clear_faults(run_dir)  # the fibre is back, Bob hears at once again
+        await asyncio.wait_for(taking, timeout=20.0)
+        assert len(oks) == 6
+        assert not {ok.sequence_number for ok in oks} & set(expire.sequence_numbers)
+        assert await client.expirations("alice") == [expire]  # nothing more was lost
+
+        async def nothing_held():
+            stats = {name: await client.stats(name) for name in ("alice", "bob", "broker")}
+            return (
+                stats["broker"]["qubits"] == 0
+                and all(stats[n]["memory"]["in_use"] == 0 for n in ("alice", "bob"))
+                and all(stats[n]["active_requests"] == 0 for n in ("alice", "bob"))
+            )
+
+        assert await eventually(nothing_held), "a qubit or request was left behind"
+    alice, bob = network.plan.process("alice"), network.plan.process("bob")
+    name = "qnemu_pairs_expired_total"
+    assert counter(alice.metrics_url, name, peer="bob", reason="cut") == QUBITS
+    assert counter(bob.metrics_url, name, peer="alice", reason="peer_cut") == QUBITS
+
+
+async def test_a_request_cut_off_until_its_deadline_times_out_and_the_link_serves_again(
+    network,
+):
+    run_dir = network.run_dir
+    await faults.link_fault(run_dir, "alice-bob", "cut", {})
+    async with QnemuClient(run_dir) as client:
+        started = time.monotonic()
+        with pytest.raises(Exception) as error:
+            async for _ in client.entangle("alice", "bob", pairs=2, timeout_s=0.5):
+                pass
+        assert getattr(error.value, "code", None) == "TIMEOUT"
+        assert time.monotonic() - started < 5.0  # by its deadline: nothing hangs
+        await faults.link_fault(run_dir, "alice-bob", "restore", {})
+        pairs = [p async for p in client.entangle("alice", "bob", pairs=2, timeout_s=5.0)]
+        await client.free("alice", [p.qubits[0] for p in pairs])
+        await client.free("bob", [p.qubits[1] for p in pairs])
+
+        async def bob_forgot_the_timed_out_request():  # its request_end waited for the fibre
+            return (await client.stats("bob"))["active_requests"] == 0
+
+        assert await eventually(bob_forgot_the_timed_out_request)
