@@ -773,9 +773,11 @@ class NodeService(Service):
         lost = self.kept.pop_named(peer, body.initiator, body.create_id, body.qubits)
         request = self.requests.get((body.initiator, body.create_id))
         if body.initiator == self.name and request is not None:
+            remade = []
             for sequence_number in body.sequence_numbers:  # halves still waiting here
                 half = request.expire(sequence_number, peer_reason(body.reason))
                 if half is not None:
+                    remade.append(sequence_number)
                     lost.append(
                         KeptPair(
                             half.qubit,
@@ -788,6 +790,9 @@ class NodeService(Service):
                             delivered=False,
                         )
                     )
+            if remade:  # lost before their OK: made again, the peer takes part in as many
+                answer = PairExpire(self.name, body.create_id, remade, [], body.reason, len(remade))
+                self.send_or_hold(peer, answer)
         elif request is not None:  # peer side
             named = {pair.sequence_number for pair in lost}
             for sequence_number in body.sequence_numbers:  # heralds still on their way

@@ -196,6 +196,20 @@ async def test_a_peer_half_past_its_cutoff_expires_the_delivered_pair_at_both_en
     assert 100 not in alice.kept and 101 in alice.kept
 
 
+async def test_a_peer_half_past_its_cutoff_before_the_ok_is_made_again_at_both_ends(link):
+    alice, bob, sink = link
+    to_alice, to_bob = herald([0, 1])
+    await deliver(alice, to_alice, STATION)
+    await deliver(bob, to_bob, STATION)
+    bob.take(PairReport)  # lost: Alice waits for both reports
+    bob._expire_past_cutoff([bob.memory.held[200]])
+    await wire_up(alice, bob)
+    (expire,) = sink.expires
+    assert (expire.sequence_numbers, expire.reason) == ([0], "peer_cutoff") and not sink.oks
+    assert sorted(alice.memory.held) == [101] and bob.freed == [200]
+    assert alice.requests[("alice", 1)].heralded == bob.requests[("alice", 1)].heralded == 1
+
+
 async def test_freeing_or_measuring_a_half_forgets_it():
     alice = Node("alice", "bob")
     alice.kept.add(KeptPair(5, "bob", "alice", 1, 0, 9))
