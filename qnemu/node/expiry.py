@@ -41,6 +41,7 @@ class KeptPair:
     sink: Any = None  # initiator: where the OK went (client, app, workload); peer: None
     # False: the initiator's half of a pair lost before its OK (the request makes another).
     delivered: bool = True
+    path: bool = False  # an end-to-end pair (peer: the other end node, maybe not adjacent)
 
 
 class KeptPairs:

@@ -734,13 +734,13 @@ class NodeService(Service):
         """These pairs are lost at this end: free the halves, tell each request's owner
         (initiator) or app, and the other end (so that it frees its halves too; pairs
         lost before their OK are made again, and the peer takes part in as many more)."""
-        groups: dict[tuple[str, str, int], list[KeptPair]] = defaultdict(list)
+        groups: dict[tuple[str, str, int, bool], list[KeptPair]] = defaultdict(list)
         for pair in lost:
             if pair.qubit is not None:
                 self.kept.pop(pair.qubit)
-            groups[(pair.peer, pair.initiator, pair.create_id)].append(pair)
+            groups[(pair.peer, pair.initiator, pair.create_id, pair.path)].append(pair)
         freed: list[int] = []
-        for (peer, initiator, create_id), pairs in groups.items():
+        for (peer, initiator, create_id, path), pairs in groups.items():
             numbers = sorted(pair.sequence_number for pair in pairs)
             qubits = [pair.qubit for pair in pairs if pair.qubit is not None]
             freed += qubits
@@ -760,7 +760,7 @@ class NodeService(Service):
             theirs = [pair.peer_qubit for pair in pairs if pair.peer_qubit is not None]
             remade = sum(1 for pair in pairs if not pair.delivered)
             if tell_peer and (theirs or remade):  # (measured pairs: only the count)
-                body = PairExpire(initiator, create_id, numbers, theirs, reason, remade)
+                body = PairExpire(initiator, create_id, numbers, theirs, reason, remade, path)
                 self.send_or_hold(peer, body)
         if freed:
             self.spawn(self.release_qubits(freed))
@@ -768,9 +768,12 @@ class NodeService(Service):
     def _on_pair_expire(self, envelope: Envelope, origin: Origin) -> None:
         body: PairExpire = envelope.body
         peer = envelope.header.sender
-        if peer not in self.neighbours:
+        if peer not in (self.directory if body.path else self.neighbours):
             return
         lost = self.kept.pop_named(peer, body.initiator, body.create_id, body.qubits)
+        if body.path:  # an end-to-end pair: its halves are all there is to it
+            self.expire(lost, peer_reason(body.reason), tell_peer=False)
+            return
         request = self.requests.get((body.initiator, body.create_id))
         if body.initiator == self.name and request is not None:
             remade = []

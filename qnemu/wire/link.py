@@ -7,7 +7,7 @@ between the two nodes, served by the station, and each pair is reported with its
 
 from dataclasses import dataclass
 
-from qnemu.wire.registry import Float, Int, Str, message, nested
+from qnemu.wire.registry import Bool, Float, Int, Str, message, nested
 
 __all__ = [
     "CreateAccept",
@@ -97,6 +97,9 @@ class PairExpire:
     # Of these pairs, how many the initiator lost before their OK and makes again (it
     # counts delivered pairs): the peer takes part in as many more.
     remake: Int = 0
+    # An end-to-end pair through repeaters (create_id: the source's request id), between
+    # its two end nodes: only the named halves are freed, no link request is involved.
+    path: Bool = False
 
 
 @message("generate_credit")

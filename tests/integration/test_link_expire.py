@@ -125,3 +125,45 @@ async def test_a_request_cut_off_until_its_deadline_times_out_and_the_link_serve
             return all(s["active_requests"] == 0 and s["memory"]["in_use"] == 0 for s in stats)
 
         assert await eventually(both_ends_are_done)
+
+
+LINE = {
+    "name": "expire-line",
+    "time_scale": 1.0,
+    "seed": 29,
+    "defaults": {"node": {"qubits": 4, "t1_s": None, "t2_s": None, "cutoff_s": 0.5}},
+    "nodes": {"alice": {}, "bob": {}, "carol": {}},
+    "links": [
+        {"nodes": ["alice", "bob"], "model": "perfect", "t_cycle_s": 1e-4},
+        {"nodes": ["bob", "carol"], "model": "perfect", "t_cycle_s": 1e-4},
+    ],
+}
+
+
+def test_kept_pairs_past_the_cutoff_are_expired_at_both_ends(network_factory):
+    """A pair the client keeps longer than cutoff_s: direct or through a repeater, the
+    client hears EXPIRE once per pair and neither end holds anything afterwards."""
+    launched = network_factory(LINE, name="line")
+
+    async def run() -> None:
+        async with QnemuClient(launched.run_dir) as client:
+            direct = [p async for p in client.entangle("alice", "bob", timeout_s=5.0)]
+            through = [p async for p in client.entangle("alice", "carol", timeout_s=5.0)]
+            assert through[0].path == ["alice", "bob", "carol"]
+            expired = await client.expirations("alice", wait_s=2.0)  # 4 × the cutoff
+            assert sorted(q for e in expired for q in e.qubits) == sorted(
+                [direct[0].qubits[0], through[0].qubits[0]]
+            )
+            assert all(e.reason in ("cutoff", "peer_cutoff") for e in expired)
+            assert len(expired) == 2
+
+            async def nothing_held():
+                names = ("alice", "bob", "carol")
+                stats = {name: await client.stats(name) for name in (*names, "broker")}
+                return stats["broker"]["qubits"] == 0 and all(
+                    stats[n]["memory"]["in_use"] == 0 for n in names
+                )
+
+            assert await eventually(nothing_held), "an expired half was left behind"
+
+    asyncio.run(run())
