@@ -338,9 +338,13 @@ class NodeService(Service):
             if stale and envelope.header.sender in self.neighbours:  # the peer still holds them
                 self.send(envelope.header.sender, FreeRequest(stale))
             return
-        given_up = [h.qubit for h in report.halves if h.sequence_number in request.expired]
+        given_up = [
+            h.qubit
+            for h in report.halves
+            if h.sequence_number in request.expired and h.qubit is not None
+        ]
         if given_up:  # expired here before the report came: the peer still holds them
-            self.send(envelope.header.sender, FreeRequest([q for q in given_up if q is not None]))
+            self.send(envelope.header.sender, FreeRequest(given_up))
         for half in report.halves:
             if half.sequence_number in request.expired:
                 continue
