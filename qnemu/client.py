@@ -4,10 +4,12 @@ async with QnemuClient(run_dir) as client:
     async for pair in client.entangle("delft", "hague", pairs=10, measure="random"):
         print(pair.outcomes, pair.fidelity)
 
-Kept pairs can be lost after their OK (a cutoff, a cut fibre): the node then sends the
-link layer's EXPIRE on the request's stream, also after entangle_done. The iterator does
-not raise for it (the request goes on); each EXPIRE goes to `entangle(on_expire=...)` and
-is kept until `await client.expirations(node)` takes it.
+Pairs can be lost after their herald (a cut fibre) or, kept, after their OK (a cutoff):
+the node then sends the link layer's EXPIRE on the request's stream, also after
+entangle_done. The iterator does not raise for it (the request goes on); each EXPIRE goes
+to `entangle(on_expire=...)` and is kept until `await client.expirations(node)` takes it.
+One that comes after the stream ended is read with the next reply from that node, or by
+`expirations(node, wait_s=...)`.
 """
 
 import asyncio
@@ -79,7 +81,7 @@ class QnemuClient:
         self._curve = client_identity(Path(run_dir), names, self.plan.public_keys)
         self._inboxes: dict[str, asyncio.Queue[Envelope]] = {}
         self._readers: dict[str, asyncio.Lock] = {}
-        # Keep-mode requests whose EXPIREs we still listen for: msg_id → (node, callback).
+        # Entangle requests whose EXPIREs we listen for: msg_id → (node, callback).
         self._watched: dict[str, tuple[str, Callable[[EntangleExpire], None] | None]] = {}
         self._expired: dict[str, list[EntangleExpire]] = {}  # by node, until taken
 
@@ -157,7 +159,7 @@ class QnemuClient:
             target.put_nowait(envelope)
 
     async def expirations(self, node: str, *, wait_s: float = 0.0) -> list[EntangleExpire]:
-        """The EXPIREs `node` sent for this client's keep-mode requests, listening
+        """The EXPIREs `node` sent for this client's entangle requests, listening
         `wait_s` wall seconds more first; each is returned once."""
         socket = self._socket(node)
         lock = self._readers.setdefault(node, asyncio.Lock())
@@ -206,9 +208,9 @@ class QnemuClient:
     ) -> AsyncIterator[EntangleOk]:
         """Yield each delivered pair; raise EntangleError on the link layer's ERR.
 
-        Keep mode: an EXPIRE (pairs lost at a node, yielded or not yet) does not end the
-        iteration; it calls `on_expire` and waits for `expirations(src)`, also when it
-        comes after the last pair (the client listens as long as it is open).
+        An EXPIRE (pairs lost, yielded or not yet: sequence numbers never yielded are
+        made again) does not end the iteration; it calls `on_expire` and waits for
+        `expirations(src)`, also when it comes after the last pair.
 
         `measure` None keeps the pairs in memory (free or measure them afterwards);
         Z, X, Y or random measures both halves at once in that basis. `purify`: how
@@ -225,8 +227,7 @@ class QnemuClient:
             purify=purify,
         )
         msg_id = await self._send(src, request)
-        if request.type == "keep":
-            self._watched[msg_id] = (src, on_expire)
+        self._watched[msg_id] = (src, on_expire)
         # The node enforces the emulated deadline; the wall-clock guard covers a dead node.
         guard_s = self.clock.wall_delay_s(timeout_s) + 5.0
         try:
