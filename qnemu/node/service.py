@@ -806,7 +806,9 @@ class NodeService(Service):
                 if sequence_number not in named:
                     request.expired[sequence_number] = peer_reason(body.reason)
             if body.remake > 0:  # take part in making them again
-                request.heralded = max(0, request.heralded - body.remake)
+                # (Below zero for a while when this overtakes their heralds: each herald
+                # still counts one when it comes.)
+                request.heralded -= min(body.remake, len(body.sequence_numbers))
                 self._grant_credits(request)
         if lost:
             self.expire(lost, peer_reason(body.reason), tell_peer=False)

@@ -176,6 +176,7 @@ async def test_an_expire_that_overtakes_the_peer_herald_frees_the_half_when_it_c
     assert bob.memory.held == {} and sorted(bob.freed) == [200, 201]
     assert bob.take(PairReport) == []  # nothing to report for pairs already given up
     assert bob.m_pairs_expired.labels(peer="alice", reason="peer_cut")._value.get() == 2
+    assert alice.requests[("alice", 1)].heralded == bob.requests[("alice", 1)].heralded == 0
 
 
 async def test_a_peer_half_past_its_cutoff_expires_the_delivered_pair_at_both_ends(link):
