@@ -265,3 +265,19 @@ async def test_an_app_is_told_expire_on_its_next_use_of_an_expired_half():
     await apps._run_ops(envelope, None, session, list(body.ops), lambda _: None)
     (refused,) = bob.replies
     assert refused.code == "EXPIRE" and "peer_cutoff" in refused.message
+
+
+async def test_an_end_to_end_expire_comes_from_the_other_end_node_only():
+    alice = Node("alice", "bob")
+    alice.directory["carol"] = "inproc://carol"  # a node of the network, not a neighbour
+    sink = Sink()
+    alice.memory.store(HeldQubit(7, 0.0), reserved=False)
+    alice.kept.add(KeptPair(7, "carol", "alice", 3, 0, 9, sink, path=True))
+    await deliver(alice, PairExpire("alice", 3, [-1], [7], "cutoff", 0, True), "mallory")
+    await deliver(alice, PairExpire("alice", 3, [-1], [7], "cutoff"), "carol")  # not a link
+    assert 7 in alice.kept and not sink.expires
+    await deliver(alice, PairExpire("alice", 3, [-1], [7], "cutoff", 0, True), "carol")
+    await alice.settle()
+    (expire,) = sink.expires
+    assert (expire.sequence_numbers, expire.qubits, expire.reason) == ([0], [7], "peer_cutoff")
+    assert alice.freed == [7] and alice.memory.held == {}
