@@ -300,6 +300,7 @@ async def _entangle(run_dir: Path, args: argparse.Namespace) -> int:
                 measure=args.measure,
                 timeout_s=args.timeout,
                 purify=args.purify,
+                on_expire=lambda expire: console.print(f"[yellow]EXPIRE[/]: {expire.message}"),
             ):
                 delivered += 1
                 record = {

@@ -3,12 +3,19 @@
 async with QnemuClient(run_dir) as client:
     async for pair in client.entangle("delft", "hague", pairs=10, measure="random"):
         print(pair.outcomes, pair.fidelity)
+
+Pairs can be lost after their herald (a cut fibre) or, kept, after their OK (a cutoff):
+the node then sends the link layer's EXPIRE on the request's stream, also after
+entangle_done. The iterator does not raise for it (the request goes on); each EXPIRE goes
+to `entangle(on_expire=...)` and is kept until `await client.expirations(node)` takes it.
+One that comes after the stream ended is read with the next reply from that node, or by
+`expirations(node, wait_s=...)`.
 """
 
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,7 @@ from qnemu.wire.common import (
 from qnemu.wire.control import (
     EntangleDone,
     EntangleErr,
+    EntangleExpire,
     EntangleOk,
     EntangleRequest,
     FreeReply,
@@ -73,6 +81,9 @@ class QnemuClient:
         self._curve = client_identity(Path(run_dir), names, self.plan.public_keys)
         self._inboxes: dict[str, asyncio.Queue[Envelope]] = {}
         self._readers: dict[str, asyncio.Lock] = {}
+        # Entangle requests whose EXPIREs we listen for: msg_id → (node, callback).
+        self._watched: dict[str, tuple[str, Callable[[EntangleExpire], None] | None]] = {}
+        self._expired: dict[str, list[EntangleExpire]] = {}  # by node, until taken
 
     async def __aenter__(self) -> "QnemuClient":
         return self
@@ -127,14 +138,40 @@ class QnemuClient:
             async with lock:
                 if not await socket.poll(timeout=int(min(remaining, 0.05) * 1000)):
                     continue
-                try:
-                    envelope = decode(await socket.recv())
-                except WireError:
-                    continue
-                target = self._inboxes.get(envelope.parent_id or "")
-                if target is not None:
-                    target.put_nowait(envelope)
+                await self._read_one(socket)
         return inbox.get_nowait()
+
+    async def _read_one(self, socket: zmq.asyncio.Socket) -> None:
+        """Sort one arrived message: an EXPIRE to its request's watch, else to its inbox."""
+        try:
+            envelope = decode(await socket.recv())
+        except WireError:
+            return
+        parent = envelope.parent_id or ""
+        if isinstance(envelope.body, EntangleExpire) and parent in self._watched:
+            node, on_expire = self._watched[parent]
+            self._expired.setdefault(node, []).append(envelope.body)
+            if on_expire is not None:
+                on_expire(envelope.body)
+            return
+        target = self._inboxes.get(parent)
+        if target is not None:
+            target.put_nowait(envelope)
+
+    async def expirations(self, node: str, *, wait_s: float = 0.0) -> list[EntangleExpire]:
+        """The EXPIREs `node` sent for this client's entangle requests, listening
+        `wait_s` wall seconds more first; each is returned once."""
+        socket = self._socket(node)
+        lock = self._readers.setdefault(node, asyncio.Lock())
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            async with lock:
+                while await socket.poll(timeout=0):
+                    await self._read_one(socket)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return self._expired.pop(node, [])
+            await asyncio.sleep(min(remaining, 0.05))
 
     def _done(self, msg_id: str) -> None:
         self._inboxes.pop(msg_id, None)
@@ -167,8 +204,13 @@ class QnemuClient:
         measure: str | None = None,
         timeout_s: float = 10.0,
         purify: str = "dejmps",
+        on_expire: Callable[[EntangleExpire], None] | None = None,
     ) -> AsyncIterator[EntangleOk]:
         """Yield each delivered pair; raise EntangleError on the link layer's ERR.
+
+        An EXPIRE (pairs lost, yielded or not yet: sequence numbers never yielded are
+        made again) does not end the iteration; it calls `on_expire` and waits for
+        `expirations(src)`, also when it comes after the last pair.
 
         `measure` None keeps the pairs in memory (free or measure them afterwards);
         Z, X, Y or random measures both halves at once in that basis. `purify`: how
@@ -185,6 +227,7 @@ class QnemuClient:
             purify=purify,
         )
         msg_id = await self._send(src, request)
+        self._watched[msg_id] = (src, on_expire)
         # The node enforces the emulated deadline; the wall-clock guard covers a dead node.
         guard_s = self.clock.wall_delay_s(timeout_s) + 5.0
         try:

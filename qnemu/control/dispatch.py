@@ -42,7 +42,13 @@ from qnemu.control.payloads import (
     pair_payload,
 )
 from qnemu.control.topics import REQUEST_KINDS, NodeTopics, parse_topic
-from qnemu.wire.control import EntangleDone, EntangleErr, EntangleOk, EntangleRequest
+from qnemu.wire.control import (
+    EntangleDone,
+    EntangleErr,
+    EntangleExpire,
+    EntangleOk,
+    EntangleRequest,
+)
 
 __all__ = [
     "MAX_REQUEST_BYTES",
@@ -415,10 +421,12 @@ class _EntangleSink:
         self.dispatcher = dispatcher
         self.correlation_id = correlation_id
         self.finished = False
+        self.delivered = 0
 
     def ok(self, pair: EntangleOk) -> None:
         if self.finished:
             return
+        self.delivered += 1
         payload = pair_payload(pair)
         dispatcher = self.dispatcher
         dispatcher._respond(
@@ -448,6 +456,19 @@ class _EntangleSink:
             error_code=error.error_code,
             message=error.message,
             delivered=error.delivered,
+        )
+        dispatcher.publish(dispatcher.topics.event("request_failed"), event, False)
+
+    def expire(self, expire: EntangleExpire) -> None:
+        """Pairs of this request lost after (or instead of) their OK: told as a
+        request_failed event with EXPIRE (the request itself may go on)."""
+        dispatcher = self.dispatcher
+        event = RequestFailedEvent(
+            **dispatcher.event_fields(),
+            correlation_id=self.correlation_id,
+            error_code="EXPIRE",
+            message=expire.message,
+            delivered=self.delivered,
         )
         dispatcher.publish(dispatcher.topics.event("request_failed"), event, False)
 

@@ -1,7 +1,8 @@
 """A quantum network node: one asyncio process per node.
 
 Owns: a quantum memory of qubit *handles* (`memory.py`), the link layer towards each
-neighbour (`requests.py`: credits, halves, pair assembly; `service.py`: the messages),
+neighbour (`requests.py`: credits, halves, pair assembly; `expiry.py`: who holds which
+kept half, so a lost one is told as EXPIRE; `service.py`: the messages),
 the network layer (`routing.py`: paths and purification rounds; `admission.py`:
 refusals and memory promises; `network.py`: swap as soon as possible; `purify.py`:
 DEJMPS/BBPSSW rounds on a link; `chains.py`: the Pauli frame of swapped pairs), and

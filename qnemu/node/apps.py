@@ -8,6 +8,10 @@ pairs from the link and network layers. The initiator's node tells the other end
 half is its app's (`app_epr_half`); the receiving node applies the Pauli-frame correction
 (noise-free: a frame update) so that both apps hold Φ+.
 
+A pair half the app was given that the link layer expires (the other half passed its
+cutoff, or the pair was lost to a cut fibre: EXPIRE) is freed; the app's next operation
+on it fails with `EXPIRE`.
+
 Qubits an app holds are exempt from the link-layer cutoff: they are kept with
 `stored_at = +inf`, so `now − stored_at` never exceeds `cutoff_s` (the cutoff discards
 pairs nobody has claimed; an app decides for itself how long to keep what it owns).
@@ -56,7 +60,13 @@ from qnemu.wire.app import (
 )
 from qnemu.wire.broker import AllocOp, FreeOp, GateOp, MeasureOp, ReducedStateOp
 from qnemu.wire.common import ErrorReply
-from qnemu.wire.control import EntangleDone, EntangleErr, EntangleOk, EntangleRequest
+from qnemu.wire.control import (
+    EntangleDone,
+    EntangleErr,
+    EntangleExpire,
+    EntangleOk,
+    EntangleRequest,
+)
 
 if TYPE_CHECKING:
     from qnemu.node.service import NodeService
@@ -136,6 +146,8 @@ class _Session:
     app: str
     identity: bytes | None
     owned: set[int] = field(default_factory=set)
+    # Pair halves the link layer expired (freed), with why: EXPIRE on the next use.
+    expired: dict[int, str] = field(default_factory=dict)
     # Local operations (gates, measurements, frees) still at the broker. What the app
     # asks after them that others can see (a message, a pair) waits for them: the app
     # pipelines its requests, and a message must not overtake the gates before it.
@@ -171,6 +183,7 @@ class NodeApps:
             node.handlers[msg_type] = self._in_session(handler)
         node.handlers[AppMessage.msg_type] = self._on_app_message
         node.handlers[AppEprHalf.msg_type] = self._on_epr_half
+        node.expire_listeners.append(self._on_expired)
 
     async def run(self) -> None:
         """Nothing runs on its own: everything is a reaction to a message."""
@@ -287,6 +300,17 @@ class NodeApps:
         held = self.node.memory.held
         return [q for q in qubits if q not in session.owned or q not in held]
 
+    def _on_expired(self, qubits: list[int], message: str) -> None:
+        """The link layer gave up these pair halves (and frees them): if they are the
+        app's, its next operation on one of them fails with EXPIRE."""
+        session = self.session
+        if session is None:
+            return
+        for qubit in qubits:
+            if qubit in session.owned:
+                session.owned.discard(qubit)
+                session.expired[qubit] = message
+
     # ---- local qubits ----------------------------------------------------------------
 
     async def _on_alloc(self, envelope: Envelope, origin: Origin, session: _Session) -> None:
@@ -342,6 +366,10 @@ class NodeApps:
         app pipelines reach the broker in the order the app sent them."""
         holding = {q for q in session.owned if q in self.node.memory.held}
         try:
+            used = {q for op in ops for q in op.qubits}
+            expired = sorted(used & session.expired.keys())
+            if expired:
+                raise _Refused("EXPIRE", session.expired[expired[0]])
             batch = [
                 broker_op
                 for index, op in enumerate(ops)
@@ -522,7 +550,7 @@ class NodeApps:
                     await self.node.release_qubits([pair.qubit])
                 entry = (
                     f"{self.node.name} no longer held its half of pair {pair.create_id}:"
-                    f"{pair.sequence_number} from {sender} (memory cutoff_s passed?)"
+                    f"{pair.sequence_number} from {sender} (expired: memory cutoff_s passed)"
                 )
             else:
                 gates = FRAME_GATES[bell_state]
@@ -546,7 +574,8 @@ class NodeApps:
                     if isinstance(entry, str)
                     else (f"{remote} created {kind} pairs; recv_{waiter.type} cannot take them")
                 )
-                self._error(waiter.origin, waiter.parent_id, "mismatch", message)
+                code = "EXPIRE" if isinstance(entry, str) else "mismatch"
+                self._error(waiter.origin, waiter.parent_id, code, message)
                 continue
             queue.popleft()
             waiter.pairs.append(entry)
@@ -601,3 +630,7 @@ class _AppPairSink:
 
     def done(self, done: EntangleDone) -> None:
         self.apps.node.reply(self.origin, AppEprReply(self.pairs), parent_id=self.parent_id)
+
+    def expire(self, expire: EntangleExpire) -> None:
+        """Nothing more to do: `NodeApps._on_expired` (the node's expire listener) has
+        marked the app's halves, so its next operation on one fails with EXPIRE."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from qnemu.node.admission import link_window, memory_shortage, plan_request
 from qnemu.node.chains import Chain, ChainTracker
+from qnemu.node.expiry import KeptPair
 from qnemu.node.purify import Purifier
 from qnemu.node.requests import deadline_at, request_problem
 from qnemu.node.routing import MAX_ROUNDS, Routing
@@ -409,6 +410,14 @@ class NetworkLayer:
         if e2e.role == "dst":
             if half["qubit"] is not None:
                 e2e.handed[first] = half["qubit"]
+                # Whom to tell if this half is lost (cutoff) once the source has given
+                # the pair out: the source, which frees its half and tells its client.
+                # (The sequence number is the source's to give: -1 here.)
+                self.node.kept.add(
+                    KeptPair(
+                        half["qubit"], e2e.src, e2e.src, e2e.request_id, -1, src_qubit, path=True
+                    )
+                )
             self.node.send(e2e.src, EndHalf(e2e.src, e2e.request_id, first, **half))
             return
         half.update(
@@ -492,6 +501,18 @@ class NetworkLayer:
         )
         e2e.delivered += 1
         e2e.delivered_ids.append(first)
+        if keep:  # whom to tell if a half is lost (cutoff) from now on: EXPIRE
+            kept = KeptPair(
+                here["qubit"],
+                pair.dst,
+                e2e.src,
+                e2e.request_id,
+                pair.sequence_number,
+                there.qubit,
+                e2e.sink,
+                path=True,
+            )
+            self.node.kept.add(kept)
         self.node.count_end_to_end(e2e, pair)
         e2e.sink.ok(pair)
         if e2e.number > 0 and e2e.delivered >= e2e.number:

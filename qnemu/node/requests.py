@@ -39,6 +39,8 @@ class RequestSink(Protocol):
     def err(self, error: EntangleErr) -> None: ...
     def done(self, done: EntangleDone) -> None: ...
 
+    # Optional: `expire(EntangleExpire)` for pairs lost after or instead of their OK.
+
 
 @dataclass(frozen=True, slots=True)
 class LocalHalf:
@@ -121,6 +123,9 @@ class LinkRequest:
     max_window: int | None = None  # keep-mode slots this request may hold at once
     local: dict[int, LocalHalf] = field(default_factory=dict)
     remote: dict[int, ReportedHalf] = field(default_factory=dict)
+    # Sequence numbers given up (EXPIRE), with why: at the initiator a late report for
+    # one is not an OK; at the peer a late herald for one is freed at once.
+    expired: dict[int, str] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -168,6 +173,24 @@ class LinkRequest:
             outcomes=None if keep else (half.outcome, report.outcome),
             bases=None if keep else (half.basis, report.basis),
         )
+
+    def expire_waiting(self, reason: str = "cut") -> dict[int, LocalHalf]:
+        """Initiator: give up every half still waiting for the peer's report (the fibre
+        is cut: the report will not come). Returns them by sequence number."""
+        waiting = dict(self.local)
+        self.local.clear()
+        self.expired.update(dict.fromkeys(waiting, reason))
+        self.heralded -= len(waiting)  # never delivered: made again
+        return waiting
+
+    def expire(self, sequence_number: int, reason: str) -> LocalHalf | None:
+        """Give up one pair before its OK; the initiator's half, if it was waiting."""
+        self.expired[sequence_number] = reason
+        self.remote.pop(sequence_number, None)
+        half = self.local.pop(sequence_number, None)
+        if half is not None:
+            self.heralded -= 1  # never delivered: made again
+        return half
 
     @property
     def complete(self) -> bool:

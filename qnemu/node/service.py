@@ -8,11 +8,17 @@ Flow of one CREATE (initiator I, peer P, station S between them):
   P → I       pair_report             P's half (qubit handle, or outcome and basis)
   I → client  entangle_ok per pair, then entangle_done (or entangle_err)
   I → P, S    request_end, generate_cancel
+
+EXPIRE (`expiry.py`): a kept half lost at either end (cutoff; a cut fibre while it waited
+for the peer's report) is freed, the other end is told (`pair_expire`, held until a cut
+fibre is back) and frees its half, and the initiator tells the request's owner
+(`entangle_expire`), during the request or after it.
 """
 
 import asyncio
 import logging
 import math
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
+from qnemu.node.expiry import HeldNotices, KeptPair, KeptPairs, peer_reason
 from qnemu.node.memory import HeldQubit, QuantumMemory
 from qnemu.node.network import EndToEndRequest, NetworkLayer
 from qnemu.node.requests import LinkRequest, LocalHalf, request_problem
@@ -31,10 +38,11 @@ from qnemu.runtime import EmulatedClock, Origin, Service, ServiceAddress
 from qnemu.topology.models import NodeConfig, WorkloadConfig
 from qnemu.wire import Envelope
 from qnemu.wire.broker import FidelityOp, FreeOp, MeasureOp, OpsReply, OpsRequest
-from qnemu.wire.common import ErrorReply
+from qnemu.wire.common import ErrorReply, PingRequest
 from qnemu.wire.control import (
     EntangleDone,
     EntangleErr,
+    EntangleExpire,
     EntangleOk,
     EntangleRequest,
     FreeReply,
@@ -49,6 +57,7 @@ from qnemu.wire.link import (
     GenerateCancel,
     GenerateCredit,
     Herald,
+    PairExpire,
     PairReport,
     ReportedHalf,
     RequestEnd,
@@ -124,6 +133,10 @@ class NodeService(Service):
         # mode, at either end of the link, before the peer reports it (QKD's raw key).
         self.half_measured_listeners: list[Callable[[LinkRequest, int, LocalHalf], None]] = []
         self.fault_listeners: list[Callable[[], None]] = []  # called after each fault applied
+        # (qubits, message) for kept halves that expired here (apps: EXPIRE on next use).
+        self.expire_listeners: list[Callable[[list[int], str], None]] = []
+        self.kept = KeptPairs()  # kept halves handed over: whom to tell when one is lost
+        self.held_notices = HeldNotices()  # EXPIREs for peers behind a cut fibre
         self._next_create_id = 1
         self._link_stats = {
             peer: {"delivered": 0, "heralded": 0, "fidelity_sum": 0.0} for peer in neighbours
@@ -136,6 +149,7 @@ class NodeService(Service):
                 CreateReject.msg_type: self._on_create_reject,
                 RequestEnd.msg_type: self._on_request_end,
                 PairReport.msg_type: self._on_pair_report,
+                PairExpire.msg_type: self._on_pair_expire,
                 Herald.msg_type: self._on_herald,
                 MeasureRequest.msg_type: self._on_measure,
                 FreeRequest.msg_type: self._on_free,
@@ -205,7 +219,14 @@ class NodeService(Service):
         )
         self.m_expired = Counter(
             "qnemu_memory_qubits_expired",
-            "Held qubits discarded because they waited longer than the cutoff time.",
+            "Held qubits discarded: past the cutoff time, or lost with a cut fibre (EXPIRE).",
+            registry=registry,
+        )
+        self.m_pairs_expired = Counter(
+            "qnemu_pairs_expired",
+            "Link-layer pairs whose half here was given up (EXPIRE), by peer and reason "
+            "(cut, cutoff, peer_cut, peer_cutoff).",
+            ["peer", "reason"],
             registry=registry,
         )
         Gauge("qnemu_memory_qubits", "Qubit slots in this node's memory.", registry=registry).set(
@@ -317,7 +338,16 @@ class NodeService(Service):
             if stale and envelope.header.sender in self.neighbours:  # the peer still holds them
                 self.send(envelope.header.sender, FreeRequest(stale))
             return
+        given_up = [
+            h.qubit
+            for h in report.halves
+            if h.sequence_number in request.expired and h.qubit is not None
+        ]
+        if given_up:  # expired here before the report came: the peer still holds them
+            self.send(envelope.header.sender, FreeRequest(given_up))
         for half in report.halves:
+            if half.sequence_number in request.expired:
+                continue
             request.remote[half.sequence_number] = half
             self._try_deliver(request, half.sequence_number)
             if request.finished:
@@ -333,6 +363,19 @@ class NodeService(Service):
         stats["fidelity_sum"] += pair.fidelity
         self.m_delivered.labels(peer=request.peer, type=request.type).inc()
         self.m_fidelity.labels(peer=request.peer).observe(pair.fidelity)
+        if pair.qubits is not None:  # kept: remember whom to tell if a half is lost
+            own, theirs = pair.qubits
+            self.kept.add(
+                KeptPair(
+                    own,
+                    request.peer,
+                    self.name,
+                    request.create_id,
+                    sequence_number,
+                    theirs,
+                    request.sink,
+                )
+            )
         request.sink.ok(pair)
         if request.complete:
             self._finish(request, None, "done")
@@ -346,8 +389,10 @@ class NodeService(Service):
         self._release_credits(request)
         self._release_undelivered(request)
         neighbour = self.neighbours[request.peer]
-        self.send(neighbour.station, GenerateCancel(request.initiator, request.create_id))
-        self.send(request.peer, RequestEnd(request.create_id, error_code or "done"))
+        # Across a cut fibre these wait for it: else the peer and station would keep
+        # the request (and grant credits for it) forever.
+        self.send_or_hold(neighbour.station, GenerateCancel(request.initiator, request.create_id))
+        self.send_or_hold(request.peer, RequestEnd(request.create_id, error_code or "done"))
         self.m_requests.labels(peer=request.peer, result=error_code or "OK").inc()
         if error_code is None:
             request.sink.done(EntangleDone(request.create_id, request.delivered))
@@ -418,7 +463,9 @@ class NodeService(Service):
         request.granted += granted
         other = request.peer
         station = self.neighbours[other].station
-        self.send(station, GenerateCredit(request.initiator, request.create_id, other, granted))
+        # Across a cut fibre the credit waits for it (the slots stay reserved for it).
+        credit = GenerateCredit(request.initiator, request.create_id, other, granted)
+        self.send_or_hold(station, credit)
 
     def _release_credits(self, request: LinkRequest) -> None:
         if request.type == "keep":
@@ -486,7 +533,9 @@ class NodeService(Service):
         if request.initiator == self.name:
             leftovers = []
             for pair, half in zip(herald.pairs, halves, strict=True):
-                if request.finished:  # completed part-way through this herald
+                # Completed part-way through this herald, or the peer expired the pair
+                # before its herald came here.
+                if request.finished or pair.sequence_number in request.expired:
                     if half.qubit is not None:
                         leftovers.append(half.qubit)
                     continue
@@ -495,17 +544,39 @@ class NodeService(Service):
             if leftovers:
                 await self.release_qubits(leftovers)
         else:
-            reported = [
-                ReportedHalf(
-                    sequence_number=pair.sequence_number,
-                    delivered_at=half.delivered_at,
-                    qubit=half.qubit,
-                    outcome=half.outcome,
-                    basis=half.basis,
+            reported = []
+            late = []  # pairs the initiator expired before their herald came here
+            for pair, half in zip(herald.pairs, halves, strict=True):
+                reason = request.expired.get(pair.sequence_number)
+                if reason is not None:
+                    self.m_pairs_expired.labels(peer=request.initiator, reason=reason).inc()
+                    if half.qubit is not None:
+                        late.append(half.qubit)
+                    continue
+                if half.qubit is not None:  # the initiator's OK will hand it over
+                    self.kept.add(
+                        KeptPair(
+                            half.qubit,
+                            request.initiator,
+                            request.initiator,
+                            request.create_id,
+                            pair.sequence_number,
+                            half.peer_qubit,
+                        )
+                    )
+                reported.append(
+                    ReportedHalf(
+                        sequence_number=pair.sequence_number,
+                        delivered_at=half.delivered_at,
+                        qubit=half.qubit,
+                        outcome=half.outcome,
+                        basis=half.basis,
+                    )
                 )
-                for pair, half in zip(herald.pairs, halves, strict=True)
-            ]
-            self.send(request.initiator, PairReport(request.create_id, reported))
+            if reported:
+                self.send(request.initiator, PairReport(request.create_id, reported))
+            if late:
+                await self.release_qubits(late)
 
     async def _measure_halves(self, herald: Herald, now: float) -> list[LocalHalf]:
         request = self.requests.get((herald.initiator, herald.create_id))
@@ -582,6 +653,7 @@ class NodeService(Service):
             self.reply(origin, ErrorReply("bad_basis", message), parent_id=parent)
             return
         self.memory.release(request.qubit)
+        self.kept.pop(request.qubit)
         readout = tuple(self.hardware.readout_error)
         op = MeasureOp(request.qubit, basis=request.basis, readout_error=readout, free=True)
         (outcome,) = await self.broker_ops([op])
@@ -598,6 +670,7 @@ class NodeService(Service):
         held = [q for q in qubits if q in self.memory.held]
         for qubit in held:
             self.memory.release(qubit)
+            self.kept.pop(qubit)
         if held:
             await self.broker_ops([FreeOp(q) for q in held])
             self._regrant_all()
@@ -615,7 +688,8 @@ class NodeService(Service):
 
     def apply_fault(self, kind: str, target: str | None, parameters: dict[str, Any]) -> None:
         """Cutting the fibre to a neighbour cuts its station too; halves waiting for the
-        peer's report are lost with the fibre (their requests go on, or time out).
+        peer's report are lost with the fibre (EXPIRE; their requests go on, or time out).
+        Restoring it sends the EXPIREs held for the peer meanwhile.
         An extension may take a fault of its own (QKD: `eavesdrop` on a bb84_decoy link)."""
         self._apply_fault(kind, target, parameters)
         for listener in self.fault_listeners:  # e.g. MQTT control: tell fault_applied now
@@ -627,18 +701,139 @@ class NodeService(Service):
             if apply is not None and apply(kind, target, parameters):
                 return
         super().apply_fault(kind, target, parameters)
+        if kind == "clear":  # every fibre is back
+            for other in self.held_notices.peers():
+                self.spawn(self._send_held_notices_when_open(other))
         neighbour = self.neighbours.get(target or "")
         if kind not in ("cut", "restore") or neighbour is None:
             return
         super().apply_fault(kind, neighbour.station, parameters)
         if kind == "cut":
-            for request in self.requests.values():
-                if request.peer == target and request.local:
-                    stale = [h.qubit for h in request.local.values() if h.qubit is not None]
-                    request.local.clear()
-                    self.m_expired.inc(len(stale))
-                    if stale:
-                        self.spawn(self.release_qubits(stale))
+            for request in list(self.requests.values()):
+                if request.peer != target or request.initiator != self.name:
+                    continue
+                lost = [
+                    KeptPair(
+                        half.qubit,
+                        target,
+                        self.name,
+                        request.create_id,
+                        sequence_number,
+                        half.peer_qubit,
+                        request.sink,
+                        delivered=False,
+                    )
+                    for sequence_number, half in request.expire_waiting().items()
+                ]
+                self.m_expired.inc(sum(1 for pair in lost if pair.qubit is not None))
+                self.expire(lost, "cut")
+        else:
+            for other in (target, neighbour.station):
+                if self.held_notices.waiting(other):
+                    self.spawn(self._send_held_notices_when_open(other))
+
+    # ---- EXPIRE ----------------------------------------------------------------------
+
+    def expire(self, lost: list[KeptPair], reason: str, *, tell_peer: bool = True) -> None:
+        """These pairs are lost at this end: free the halves, tell each request's owner
+        (initiator) or app, and the other end (so that it frees its halves too; pairs
+        lost before their OK are made again, and the peer takes part in as many more)."""
+        groups: dict[tuple[str, str, int, bool], list[KeptPair]] = defaultdict(list)
+        for pair in lost:
+            if pair.qubit is not None:
+                self.kept.pop(pair.qubit)
+            groups[(pair.peer, pair.initiator, pair.create_id, pair.path)].append(pair)
+        freed: list[int] = []
+        for (peer, initiator, create_id, path), pairs in groups.items():
+            numbers = sorted(pair.sequence_number for pair in pairs)
+            qubits = [pair.qubit for pair in pairs if pair.qubit is not None]
+            freed += qubits
+            self.m_pairs_expired.labels(peer=peer, reason=reason).inc(len(pairs))
+            message = (
+                f"{self.name}: pairs {numbers} of request {initiator}:{create_id} with {peer} "
+                f"expired ({reason})"
+            )
+            log.info("%s", message)
+            sink = pairs[0].sink
+            tell = getattr(sink, "expire", None)
+            if tell is not None:
+                tell(EntangleExpire(create_id, numbers, qubits, reason, message))
+            if qubits:
+                for listener in self.expire_listeners:
+                    listener(qubits, message)
+            theirs = [pair.peer_qubit for pair in pairs if pair.peer_qubit is not None]
+            remade = sum(1 for pair in pairs if not pair.delivered)
+            if tell_peer and (theirs or remade):  # (measured pairs: only the count)
+                body = PairExpire(initiator, create_id, numbers, theirs, reason, remade, path)
+                self.send_or_hold(peer, body)
+        if freed:
+            self.spawn(self.release_qubits(freed))
+
+    def _on_pair_expire(self, envelope: Envelope, origin: Origin) -> None:
+        body: PairExpire = envelope.body
+        peer = envelope.header.sender
+        if peer not in (self.directory if body.path else self.neighbours):
+            return
+        lost = self.kept.pop_named(peer, body.initiator, body.create_id, body.qubits)
+        if body.path:  # an end-to-end pair: its halves are all there is to it
+            self.expire(lost, peer_reason(body.reason), tell_peer=False)
+            return
+        request = self.requests.get((body.initiator, body.create_id))
+        if body.initiator == self.name and request is not None:
+            remade = []
+            for sequence_number in body.sequence_numbers:  # halves still waiting here
+                half = request.expire(sequence_number, peer_reason(body.reason))
+                if half is not None:
+                    remade.append(sequence_number)
+                    lost.append(
+                        KeptPair(
+                            half.qubit,
+                            peer,
+                            self.name,
+                            body.create_id,
+                            sequence_number,
+                            half.peer_qubit,
+                            request.sink,
+                            delivered=False,
+                        )
+                    )
+            if remade:  # lost before their OK: made again, the peer takes part in as many
+                answer = PairExpire(self.name, body.create_id, remade, [], body.reason, len(remade))
+                self.send_or_hold(peer, answer)
+        elif request is not None:  # peer side
+            named = {pair.sequence_number for pair in lost}
+            for sequence_number in body.sequence_numbers:  # heralds still on their way
+                if sequence_number not in named:
+                    request.expired[sequence_number] = peer_reason(body.reason)
+            if body.remake > 0:  # take part in making them again
+                # (Below zero for a while when this overtakes their heralds: each herald
+                # still counts one when it comes.)
+                request.heralded -= min(body.remake, len(body.sequence_numbers))
+                self._grant_credits(request)
+        if lost:
+            self.expire(lost, peer_reason(body.reason), tell_peer=False)
+
+    def send_or_hold(self, peer: str, body: Any) -> None:
+        """Send a link-layer notice now, or when the fibre to `peer` is back."""
+        if self.faults.blocks(peer):
+            self.held_notices.hold(peer, body)
+        else:
+            self.send(peer, body)
+
+    async def _send_held_notices_when_open(self, peer: str) -> None:
+        """Send what was held for `peer` once it answers a ping: the other end of the
+        fibre may be restored after this one, and would drop what we send before."""
+        timeout_s = 0.5
+        while self.held_notices.waiting(peer):
+            if self.faults.blocks(peer):  # cut again meanwhile: the next restore sends
+                return
+            try:
+                await self.request(peer, PingRequest(), timeout_s=timeout_s)
+            except TimeoutError:  # not back yet (or the peer is down): ask again
+                timeout_s = min(5.0, 2 * timeout_s)
+                continue
+            for body in self.held_notices.take(peer):
+                self.send_or_hold(peer, body)
 
     def describe_faults(self) -> dict[str, Any]:
         described = super().describe_faults()
@@ -700,6 +895,7 @@ class NodeService(Service):
         for qubit in qubits:
             if qubit in self.memory.held:
                 self.memory.release(qubit)
+            self.kept.pop(qubit)
         self._regrant_all()
 
     def count_end_to_end(self, e2e: EndToEndRequest, pair: EntangleOk) -> None:
@@ -731,8 +927,36 @@ class NodeService(Service):
             expired = self.memory.expired(now, cutoff_s)
             if expired:
                 self.m_expired.inc(len(expired))
+                self._expire_past_cutoff(expired)
                 await self.network_layer.on_expired(expired)
                 await self.release_qubits([held.qubit for held in expired])
+
+    def _expire_past_cutoff(self, expired: list[HeldQubit]) -> None:
+        """Link-layer halves past the cutoff that someone was given or waits for: EXPIRE
+        (the network layer's own pairs are told as segment_broken instead)."""
+        lost = []
+        for held in expired:
+            pair = self.kept.pop(held.qubit)
+            if pair is not None:
+                lost.append(pair)
+                continue
+            request = self.requests.get((self.name, held.create_id or 0))
+            if request is None or held.sequence_number not in request.local:
+                continue
+            half = request.expire(held.sequence_number, "cutoff")
+            lost.append(
+                KeptPair(
+                    held.qubit,
+                    request.peer,
+                    self.name,
+                    request.create_id,
+                    held.sequence_number,
+                    half.peer_qubit if half else None,
+                    request.sink,
+                    delivered=False,
+                )
+            )
+        self.expire(lost, "cutoff")
 
     async def _run_workload(self, workload: WorkloadConfig) -> None:
         """A background application: request pairs again and again (for demos and load)."""

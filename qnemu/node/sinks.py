@@ -4,7 +4,13 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from qnemu.runtime import Origin
-from qnemu.wire.control import EntangleDone, EntangleErr, EntangleOk, FreeRequest
+from qnemu.wire.control import (
+    EntangleDone,
+    EntangleErr,
+    EntangleExpire,
+    EntangleOk,
+    FreeRequest,
+)
 
 if TYPE_CHECKING:
     from qnemu.node.service import NodeService
@@ -29,6 +35,10 @@ class ClientSink:
     def done(self, done: EntangleDone) -> None:
         self.node.reply(self.origin, done, parent_id=self.parent_id)
 
+    def expire(self, expire: EntangleExpire) -> None:
+        # On the request's stream even after entangle_done: the client keeps kept pairs.
+        self.node.reply(self.origin, expire, parent_id=self.parent_id)
+
 
 class WorkloadSink:
     """A background application that counts pairs and, for keep pairs, frees both halves."""
@@ -37,6 +47,7 @@ class WorkloadSink:
         self.node = node
         self.release = release
         self.delivered = 0
+        self.expired = 0
         self.last_error: EntangleErr | None = None
         self.finished = asyncio.Event()
 
@@ -53,3 +64,6 @@ class WorkloadSink:
 
     def done(self, done: EntangleDone) -> None:
         self.finished.set()
+
+    def expire(self, expire: EntangleExpire) -> None:
+        self.expired += len(expire.sequence_numbers)  # (kept halves are freed at once)

@@ -7,6 +7,7 @@ from qnemu.wire.registry import Float, Int, Str, message
 __all__ = [
     "EntangleDone",
     "EntangleErr",
+    "EntangleExpire",
     "EntangleOk",
     "EntangleRequest",
     "FreeReply",
@@ -60,6 +61,23 @@ class EntangleErr:
     error_code: Str
     message: Str
     delivered: Int = 0
+
+
+@message("entangle_expire")
+@dataclass(frozen=True, slots=True)
+class EntangleExpire:
+    """The link layer's EXPIRE: pairs of request `create_id` that are no longer valid.
+
+    Sent on the request's stream, during it or after its entangle_done, for pairs already
+    given in an OK (their qubits are gone) and for pairs heralded but lost before their
+    OK (sequence numbers the client will never see). Both ends have freed their halves.
+    """
+
+    create_id: Int
+    sequence_numbers: list[Int]
+    qubits: list[Int]  # keep: the freed handles of those pairs at this (initiating) node
+    reason: Str  # cut, cutoff, peer_cutoff, peer_cut
+    message: Str
 
 
 @message("entangle_done")

@@ -7,7 +7,7 @@ between the two nodes, served by the station, and each pair is reported with its
 
 from dataclasses import dataclass
 
-from qnemu.wire.registry import Float, Int, Str, message, nested
+from qnemu.wire.registry import Bool, Float, Int, Str, message, nested
 
 __all__ = [
     "CreateAccept",
@@ -17,6 +17,7 @@ __all__ = [
     "GenerateCredit",
     "Herald",
     "HeraldedPair",
+    "PairExpire",
     "PairReport",
     "ReportedHalf",
     "RequestEnd",
@@ -80,6 +81,25 @@ class PairReport:
 
     create_id: Int
     halves: list[ReportedHalf]
+
+
+@message("pair_expire")
+@dataclass(frozen=True, slots=True)
+class PairExpire:
+    """Either end → the other: these pairs of request (initiator, create_id) are lost at
+    my end (cut fibre, cutoff); free your halves, named by their handles at your end."""
+
+    initiator: Str
+    create_id: Int
+    sequence_numbers: list[Int]
+    qubits: list[Int]
+    reason: Str
+    # Of these pairs, how many the initiator lost before their OK and makes again (it
+    # counts delivered pairs): the peer takes part in as many more.
+    remake: Int = 0
+    # An end-to-end pair through repeaters (create_id: the source's request id), between
+    # its two end nodes: only the named halves are freed, no link request is involved.
+    path: Bool = False
 
 
 @message("generate_credit")
