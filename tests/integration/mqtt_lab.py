@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,21 @@ class Mosquitto:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+def running_mosquitto(directory: Path, port: int) -> Iterator[Mosquitto]:
+    """A module fixture's body: a mosquitto on `port` (skipped, or failed under
+    QNEMU_REQUIRE_SERVICES, when it or aiomqtt is missing), stopped by pid at the end."""
+    require(aiomqtt is not None, "aiomqtt not installed (pip install 'aiomqtt>=2.0')")
+    binary = find_mosquitto()
+    require(binary is not None, "mosquitto not installed (Debian package `mosquitto`)")
+    mosquitto = Mosquitto(binary, directory, port)
+    mosquitto.start()
+    try:
+        yield mosquitto
+    finally:
+        mosquitto.stop()
+        assert mosquitto.process is None
 
 
 class Probe:

@@ -17,7 +17,12 @@ from typing import Any
 
 import mqtt_lab
 import pytest
-from mqtt_lab import Mosquitto, Probe, aiomqtt, find_mosquitto, free_port, require
+from mqtt_lab import (
+    Mosquitto,
+    Probe,
+    free_port,
+    running_mosquitto,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -49,16 +54,7 @@ TOPOLOGY = lab_topology(f"mqtt://127.0.0.1:{PORT}")
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """The module's mosquitto (on PORT), stopped by pid at the end."""
-    require(aiomqtt is not None, "aiomqtt not installed (pip install 'aiomqtt>=2.0')")
-    binary = find_mosquitto()
-    require(binary is not None, "mosquitto not installed (Debian package `mosquitto`)")
-    mosquitto = Mosquitto(binary, tmp_path_factory.mktemp("mosquitto"), PORT)
-    mosquitto.start()
-    try:
-        yield mosquitto
-    finally:
-        mosquitto.stop()
-        assert mosquitto.process is None
+    yield from running_mosquitto(tmp_path_factory.mktemp("mosquitto"), PORT)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from mqtt_lab import Mosquitto, aiomqtt, find_mosquitto, free_port, probe, require
+from mqtt_lab import (
+    Mosquitto,
+    free_port,
+    probe,
+    running_mosquitto,
+)
 
 from qnemu.app.api import AppError
 from qnemu.app.connection import NodeConnection
@@ -45,15 +50,7 @@ EVENT_WAIT_S = 10.0  # a link watch probes every second and needs two misses for
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    require(aiomqtt is not None, "aiomqtt not installed (pip install 'aiomqtt>=2.0')")
-    binary = find_mosquitto()
-    require(binary is not None, "mosquitto not installed (Debian package `mosquitto`)")
-    mosquitto = Mosquitto(binary, tmp_path_factory.mktemp("mosquitto"), PORT)
-    mosquitto.start()
-    try:
-        yield mosquitto
-    finally:
-        mosquitto.stop()
+    yield from running_mosquitto(tmp_path_factory.mktemp("mosquitto"), PORT)
 
 
 @pytest.fixture(scope="module")

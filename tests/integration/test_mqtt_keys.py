@@ -13,7 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from mqtt_lab import Mosquitto, aiomqtt, find_mosquitto, free_port, probe, require
+from mqtt_lab import (
+    Mosquitto,
+    free_port,
+    probe,
+    running_mosquitto,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -33,15 +38,7 @@ WAIT_S = 120.0
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    require(aiomqtt is not None, "aiomqtt not installed (pip install 'aiomqtt>=2.0')")
-    binary = find_mosquitto()
-    require(binary is not None, "mosquitto not installed (Debian package `mosquitto`)")
-    mosquitto = Mosquitto(binary, tmp_path_factory.mktemp("mosquitto"), PORT)
-    mosquitto.start()
-    try:
-        yield mosquitto
-    finally:
-        mosquitto.stop()
+    yield from running_mosquitto(tmp_path_factory.mktemp("mosquitto"), PORT)
 
 
 @pytest.fixture(scope="module")
