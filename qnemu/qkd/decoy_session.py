@@ -129,7 +129,23 @@ def _split(sifted: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndar
     return sifted[signal], sifted[~signal]
 
 
-class DecoyAliceBlock(AliceBlock):
+class _DecoyKey:
+    """What both ends' decoy blocks change in the BBM92 block: the key length comes from
+    the decoy estimate, and the block's result carries it."""
+
+    decoy: DecoyEstimate | None
+
+    def _key_length(self, kept: int) -> int:
+        assert self.decoy is not None
+        return _decoy_key_length(kept, self.leaked_bits, self.decoy, self.settings)
+
+    def _end(self, result: str, **kwargs) -> BlockResult:
+        ended = dataclasses.replace(super()._end(result, **kwargs), decoy=self.decoy)
+        self.result = ended
+        return ended
+
+
+class DecoyAliceBlock(_DecoyKey, AliceBlock):
     """Alice's side of one decoy-state block: she sent the pulses and knows their classes."""
 
     def __init__(
@@ -202,17 +218,8 @@ class DecoyAliceBlock(AliceBlock):
         signal_reply = dataclasses.replace(reply, sample_bits=theirs[:size].tobytes())
         return super().on_estimate_reply(signal_reply)
 
-    def _key_length(self, kept: int) -> int:
-        assert self.decoy is not None
-        return _decoy_key_length(kept, self.leaked_bits, self.decoy, self.settings)
 
-    def _end(self, result: str, **kwargs) -> BlockResult:
-        ended = dataclasses.replace(super()._end(result, **kwargs), decoy=self.decoy)
-        self.result = ended
-        return ended
-
-
-class DecoyBobBlock(BobBlock):
+class DecoyBobBlock(_DecoyKey, BobBlock):
     """Bob's side of one decoy-state block: his detector record, then the BBM92 answers."""
 
     def __init__(
@@ -272,12 +279,3 @@ class DecoyBobBlock(BobBlock):
         reply, step = super().on_estimate_request(signal_request)
         mine = np.concatenate([_bits(reply.sample_bits), mine_revealed])
         return dataclasses.replace(reply, sample_bits=mine.tobytes()), step
-
-    def _key_length(self, kept: int) -> int:
-        assert self.decoy is not None
-        return _decoy_key_length(kept, self.leaked_bits, self.decoy, self.settings)
-
-    def _end(self, result: str, **kwargs) -> BlockResult:
-        ended = dataclasses.replace(super()._end(result, **kwargs), decoy=self.decoy)
-        self.result = ended
-        return ended
